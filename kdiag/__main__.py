@@ -1,0 +1,7 @@
+"""``python -m kdiag`` runs the CLI."""
+
+import sys
+
+from kdiag.cli import main
+
+sys.exit(main())

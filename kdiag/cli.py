@@ -1,0 +1,83 @@
+"""The ``kdiag`` command line: one subcommand per module in ``kdiag.commands``.
+
+Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``
+(exit 0 success, 1 a diagnosed error in the input, 2 usage or unusable input). Errors derived from
+:class:`kdiag.errors.KdiagError` become one line on stderr, ``kdiag: error: ...``; ``--traceback``
+shows the full story instead. Modules are discovered, so adding a command is adding a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from types import ModuleType
+
+from kdiag import __version__
+from kdiag.errors import KdiagError
+
+
+def _command_modules() -> list[ModuleType]:
+    import kdiag.commands as pkg
+
+    mods = []
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"kdiag.commands.{info.name}")
+        if hasattr(mod, "NAME") and hasattr(mod, "run"):
+            mods.append(mod)
+    return sorted(mods, key=lambda m: m.NAME)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kdiag",
+        description="Readable machine state and crash diagnosis for x86 kernels under QEMU.",
+    )
+    parser.add_argument("--version", action="version", version=f"kdiag {__version__}")
+    parser.add_argument("--traceback", action="store_true",
+                        help="show a full Python traceback on errors (for bug reports)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in _command_modules():
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``kdiag`` console script. Returns the process exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or usage error (2)
+        return int(exc.code or 0)
+    if not getattr(args, "_run", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args._run(args))
+    except KdiagError as err:
+        if getattr(args, "traceback", False):
+            raise
+        print(f"kdiag: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("kdiag: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # Output piped into `head` etc.: silence the flush-at-exit error too.
+        try:
+            sys.stdout = open("/dev/null", "w")  # noqa: SIM115
+        except OSError:
+            pass
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""``kdiag`` subcommands, one module each (discovered by ``kdiag.cli``)."""

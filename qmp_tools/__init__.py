@@ -1,0 +1,1 @@
+"""QMP side of kdiag: session, QMP Target, launcher, triple-fault watch, monitor shell."""
