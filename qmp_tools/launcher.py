@@ -38,7 +38,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,7 @@ class WaitTimeout(LaunchError):
     """The awaited serial line did not appear in time."""
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     """How a batch boot ended; the CLI maps these to exit codes (see ``kdiag run --help``)."""
 
     READY = "ready"
@@ -480,6 +480,13 @@ class QemuInstance:
             if now > deadline:
                 raise WaitTimeout(f"no serial line matching {rx.pattern!r} within {timeout:g}s")
             time.sleep(0.1)
+
+    def flush_echo(self, on_line: Any) -> None:
+        """Pass serial lines not yet given to an ``on_line`` callback (after the guest stopped)."""
+        lines = self.serial_lines()
+        for line in lines[self._echoed:]:
+            on_line(line)
+        self._echoed = len(lines)
 
     def wait_stopped(self, timeout: float = 120.0) -> str:
         """Wait until the guest stops (triple fault, halt, shutdown or exit); return the outcome."""

@@ -159,7 +159,11 @@ def _supervise(vm: object, args: argparse.Namespace, timeout: float | None,
 
 
 def _drain(vm: object, echo: object) -> None:
-    """Nothing to do when serial is echoed line by line as it arrives (kept for clarity)."""
+    """Echo the serial lines the guest wrote after the last poll (it may have just stopped)."""
+    from qmp_tools import launcher as L
+
+    if echo is not None and isinstance(vm, L.QemuInstance):
+        vm.flush_echo(echo)
 
 
 def _watch(vm: object) -> int:

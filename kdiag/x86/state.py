@@ -8,7 +8,7 @@ everything that reasons about a stopped CPU. Field names follow QEMU's ``x86_cpu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 PhysAddr = int
 VirtAddr = int
@@ -16,7 +16,7 @@ VirtAddr = int
 SEGMENT_NAMES = ("es", "cs", "ss", "ds", "fs", "gs")
 
 
-class CpuMode(str, Enum):
+class CpuMode(StrEnum):
     """Execution mode, derived from CR0.PE, EFER.LMA and CS.L (Intel SDM Vol. 3A 2.2)."""
 
     REAL = "real"
