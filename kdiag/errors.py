@@ -51,9 +51,12 @@ class MemoryReadError(TargetError):
 class TranslationError(TargetError):
     """A virtual address does not translate (not present, non-canonical, reserved bits)."""
 
-    def __init__(self, message: str, va: int = 0) -> None:
+    def __init__(self, message: str, va: int = 0, level: str | None = None,
+                 reason: str | None = None) -> None:
         super().__init__(message)
         self.va = va
+        self.level = level  # paging level where the walk stopped ("PML4", "PT", ...), if any
+        self.reason = reason  # kdiag.paging.walker.StopReason value, e.g. "not-present"
 
 
 class MsrUnavailable(TargetError):

@@ -1,0 +1,271 @@
+"""``kdiag pt``: dump the page tables (merged ranges, filters, anomaly checks).
+
+This module also holds the option parsing and report building shared by ``kdiag walk``,
+``kdiag p2v`` and gdb's ``kd pt|walk|p2v`` (gdbext/cmd_paging.py), so the CLI and gdb print
+the same text for the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from kdiag.commands._target import add_target_arguments, open_target, parse_int
+from kdiag.errors import UsageError
+from kdiag.paging.checks import CheckOptions, Severity, check
+from kdiag.paging.config import MODE_CHOICES, PagingConfig, resolve_config
+from kdiag.paging.dump import DumpLimits, dump, reverse_lookup
+from kdiag.paging.filters import PageFilter, parse_memtypes, parse_va_range
+from kdiag.paging.tables import TableCache
+from kdiag.paging.walker import walk
+from kdiag.render import paging as R
+
+if TYPE_CHECKING:
+    from kdiag.target.base import Target
+
+NAME = "pt"
+HELP = "dump the page tables: merged ranges, filters, memory types, anomaly checks"
+DESCRIPTION = """\
+Dump every mapping of an address space: adjacent pages with the same effective rights
+(R/W and U/S ANDed over all levels, XD ORed) and PAT memory type are merged into one range,
+shown with its size, physical address (or "scattered"), permissions, memory type and page sizes.
+Entries that map nothing (reserved bits, recursive self-maps, loops, tables beyond RAM) are
+listed after the ranges. The mode (32-bit +/-PSE, PAE, 4-level, 5-level) follows CR0/CR4/EFER
+unless --mode/--cr3 say otherwise; memory types use the live IA32_PAT when the backend can
+read it, else the power-on default (and say so).
+
+Filters combine (AND) and prune the walk early: --writable, --readonly, --executable, --nx,
+--user, --supervisor, --wx, --type WB,WC, --range START-END, --contains ADDR.
+
+--check lists anomalies instead: W+X, user-accessible kernel addresses, one physical page
+with different memory types, XD without EFER.NXE, reserved bits, tables/pages beyond RAM
+(--ram-size, or the core file's RAM), the lower half still mapped, a framebuffer that is not
+write-combining (--framebuffer PA+SIZE), CR0.WP=0, loops and recursive self-maps.
+
+exit codes: 0 ok (no error/warning anomaly with --check), 1 anomalies found, 2 unusable input
+
+examples:
+  kdiag pt --core dump.elf
+  kdiag pt --core dump.elf --wx
+  kdiag pt --core dump.elf --user --range 0-0x800000000000 --json
+  kdiag pt --core dump.elf --check --framebuffer 0x80000000+8M
+  kdiag pt --core dump.elf --cr3 0x1000 --mode pae
+"""
+
+
+# -- shared option parsing ---------------------------------------------------------------------
+def parse_size(text: str) -> int:
+    """``4096``, ``0x1000``, ``4K``, ``256M``, ``1G``, ``2GiB`` (binary units)."""
+    m = re.fullmatch(r"(0[xX][0-9a-fA-F]+|\d+)\s*([kKmMgGtT])?(?:i?[bB])?",
+                     text.strip().replace("_", ""))
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}")
+    unit = m.group(2)
+    mult = 1 << (10 * ("KMGT".index(unit.upper()) + 1)) if unit else 1
+    return int(m.group(1), 0) * mult
+
+
+def _range_arg(text: str) -> tuple[int, int]:
+    try:
+        return parse_va_range(text)
+    except UsageError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _region_arg(text: str) -> tuple[int, int]:
+    """``PA+SIZE`` (SIZE may use K/M/G) or ``START-END``."""
+    t = text.strip()
+    if "+" in t:
+        a, b = t.split("+", 1)
+        try:
+            return int(a, 0), parse_size(b)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad region {text!r}") from None
+    lo, hi = _range_arg(t)
+    return lo, hi - lo
+
+
+def add_paging_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--cr3``, ``--mode``, ``--pat``, ``--maxphyaddr``, ``--json`` (CLI and gdb)."""
+    g = parser.add_argument_group("address space")
+    g.add_argument("--cr3", type=parse_int, metavar="ADDR",
+                   help="walk the tables at this CR3 value instead of the live CR3")
+    g.add_argument("--mode", metavar="MODE",
+                   help=f"paging mode instead of the live one: {', '.join(MODE_CHOICES)}")
+    g.add_argument("--pat", type=parse_int, metavar="VALUE",
+                   help="IA32_PAT value to use for memory types (default: read the MSR)")
+    g.add_argument("--maxphyaddr", type=int, metavar="BITS",
+                   help="physical address width for reserved-bit checks (default 52: only "
+                        "always-reserved bits; QEMU TCG uses 40)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("filters (combined with AND)")
+    g.add_argument("-w", "--writable", dest="writable", action="store_const", const=True,
+                   help="only writable pages")
+    g.add_argument("--readonly", dest="writable", action="store_const", const=False,
+                   help="only read-only pages")
+    g.add_argument("-x", "--executable", dest="executable", action="store_const", const=True,
+                   help="only executable pages")
+    g.add_argument("--nx", dest="executable", action="store_const", const=False,
+                   help="only non-executable pages")
+    g.add_argument("-u", "--user", dest="user", action="store_const", const=True,
+                   help="only user-accessible pages")
+    g.add_argument("-s", "--supervisor", dest="user", action="store_const", const=False,
+                   help="only supervisor-only pages")
+    g.add_argument("--wx", action="store_true", help="only writable AND executable pages")
+    g.add_argument("-t", "--type", dest="memtypes", metavar="TYPES",
+                   help="only these memory types, e.g. WC or WB,UC-")
+    g.add_argument("-r", "--range", dest="va_range", type=_range_arg, metavar="START-END",
+                   help="only this linear range (START-END exclusive, or START+SIZE)")
+    g.add_argument("--contains", "--has", dest="contains", type=parse_int, metavar="ADDR",
+                   help="only the range containing this linear address")
+
+
+def add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("anomaly checks")
+    g.add_argument("--check", action="store_true", help="list anomalies instead of ranges")
+    g.add_argument("--ram-size", type=parse_size, metavar="SIZE",
+                   help="RAM is [0, SIZE) (default: what the backend knows, else unchecked)")
+    g.add_argument("--ram", dest="ram", type=_region_arg, action="append", metavar="START+SIZE",
+                   help="a RAM range (repeatable; e.g. from the UEFI/e820 memory map)")
+    g.add_argument("--framebuffer", type=_region_arg, metavar="PA+SIZE",
+                   help="the framebuffer's physical range (checked to be mapped and WC)")
+    g.add_argument("--kernel-base", type=parse_int, metavar="ADDR",
+                   help="where kernel addresses start (default: the upper half in IA-32e "
+                        "modes, 0xc0000000 in 32-bit modes)")
+    g.add_argument("--no-lower-half", dest="lower_half", action="store_false",
+                   help="do not flag supervisor mappings in the lower half (before boot ends)")
+
+
+def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("limits (bounded time on garbage tables)")
+    d = DumpLimits()
+    g.add_argument("--max-tables", type=int, default=d.max_tables, metavar="N",
+                   help=f"distinct tables to read at most (default {d.max_tables})")
+    g.add_argument("--max-ranges", type=int, default=d.max_mappings, metavar="N",
+                   help=f"output ranges at most (default {d.max_mappings})")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_target_arguments(parser)
+    add_paging_arguments(parser)
+    add_filter_arguments(parser)
+    add_check_arguments(parser)
+    add_limit_arguments(parser)
+
+
+def filters_from_args(args: argparse.Namespace) -> PageFilter:
+    va = getattr(args, "va_range", None)
+    mt = getattr(args, "memtypes", None)
+    return PageFilter(writable=getattr(args, "writable", None),
+                      executable=getattr(args, "executable", None),
+                      user=getattr(args, "user", None), wx=bool(getattr(args, "wx", False)),
+                      memtypes=parse_memtypes(mt) if mt else None,
+                      va_start=va[0] if va else None, va_end=va[1] if va else None,
+                      contains=getattr(args, "contains", None))
+
+
+def limits_from_args(args: argparse.Namespace) -> DumpLimits:
+    d = DumpLimits()
+    return DumpLimits(max_tables=getattr(args, "max_tables", d.max_tables),
+                      max_mappings=getattr(args, "max_ranges", d.max_mappings))
+
+
+def config_from_args(target: Target, args: argparse.Namespace) -> PagingConfig:
+    return resolve_config(target, cr3=getattr(args, "cr3", None),
+                          mode=getattr(args, "mode", None), pat=getattr(args, "pat", None),
+                          maxphyaddr=getattr(args, "maxphyaddr", None))
+
+
+def ram_from_target(target: Target) -> tuple[tuple[int, int], ...] | None:
+    """RAM ranges the backend knows: ``ram_regions()`` (a core's PT_LOADs, a memory map) or
+    ``ram_size`` (optional attributes, not part of the Target protocol)."""
+    regions = getattr(target, "ram_regions", None)
+    if callable(regions):
+        try:
+            got = tuple((int(a), int(b)) for a, b in regions())
+        except Exception:  # noqa: BLE001 - an optional hint; never fatal
+            got = ()
+        if got:
+            return got
+    size = getattr(target, "ram_size", None)
+    if isinstance(size, int) and size > 0:
+        return ((0, size),)
+    return None
+
+
+def check_options_from_args(target: Target, args: argparse.Namespace) -> CheckOptions:
+    ram: tuple[tuple[int, int], ...] | None
+    if getattr(args, "ram", None):
+        ram = tuple((lo, lo + size) for lo, size in args.ram)
+    elif getattr(args, "ram_size", None):
+        ram = ((0, args.ram_size),)
+    else:
+        ram = ram_from_target(target)
+    return CheckOptions(ram=ram, framebuffer=getattr(args, "framebuffer", None),
+                        kernel_base=getattr(args, "kernel_base", None),
+                        lower_half=getattr(args, "lower_half", True))
+
+
+# -- reports -------------------------------------------------------------------------------------
+@dataclass
+class PagingReport:
+    """What a paging command prints, and whether it diagnosed a problem (exit 1)."""
+
+    text: str
+    doc: object
+    diagnosed: bool = False
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def output(self, as_json: bool) -> str:
+        return json.dumps(self.doc, indent=2) if as_json else self.text
+
+
+def pt_report(target: Target, args: argparse.Namespace, *,
+              cache: TableCache | None = None) -> PagingReport:
+    """``pt``: the dump, or with ``args.check`` the anomalies."""
+    cfg = config_from_args(target, args)
+    filters = filters_from_args(args)
+    limits = limits_from_args(args)
+    checking = bool(getattr(args, "check", False))
+    d = dump(target, cfg, filters=filters, limits=limits, cache=cache,
+             collect_segments=checking)
+    if not checking:
+        return PagingReport(R.dump_to_text(d), R.dump_to_json(d), False)
+    anomalies = check(d, check_options_from_args(target, args))
+    text = "\n".join(R.dump_header(d) + [R.anomalies_to_text(anomalies, cfg), R.stats_text(d)])
+    bad = any(a.severity in (Severity.ERROR, Severity.WARNING) for a in anomalies)
+    return PagingReport(text, R.dump_to_json(d, anomalies), bad)
+
+
+def walk_report(target: Target, args: argparse.Namespace, vas: list[int], *,
+                cache: TableCache | None = None) -> PagingReport:
+    """``walk``: every level for each address."""
+    cfg = config_from_args(target, args)
+    cache = cache or TableCache(target)
+    walks = [walk(target, va, cfg, cache=cache) for va in vas]
+    text = "\n\n".join(R.walk_to_text(w) for w in walks)
+    docs = [R.walk_to_json(w) for w in walks]
+    return PagingReport(text, docs[0] if len(docs) == 1 else docs,
+                        not all(w.ok for w in walks))
+
+
+def p2v_report(target: Target, args: argparse.Namespace, pa: int, *,
+               cache: TableCache | None = None) -> PagingReport:
+    """``p2v``: every linear address that maps physical ``pa``."""
+    cfg = config_from_args(target, args)
+    hits, d = reverse_lookup(target, cfg, pa, limits=limits_from_args(args), cache=cache)
+    text = R.p2v_to_text(pa, hits, cfg, d.truncated)
+    return PagingReport(text, R.p2v_to_json(pa, hits, cfg, d.truncated), not hits)
+
+
+def run(args: argparse.Namespace) -> int:
+    target = open_target(args)
+    rep = pt_report(target, args)
+    print(rep.output(args.json))
+    return 1 if rep.diagnosed else 0

@@ -1,0 +1,841 @@
+"""A compact DWARF 2-5 reader: line tables and function/inline ranges, nothing else.
+
+pyelftools parses every DIE into objects, which is exact but costs tens of microseconds per DIE;
+building an address index only needs a few attributes of ``DW_TAG_subprogram`` and
+``DW_TAG_inlined_subroutine`` and the rows of ``.debug_line``. This module walks the raw
+section bytes with per-abbreviation skip plans (DWARF 5, 7.5.3-7.5.6 attribute forms) and runs
+the line-number state machine directly (DWARF 5, 6.2). The ELF container (sections, SHF_COMPRESSED
+decompression) stays with pyelftools in :mod:`kdiag.symbols.elfindex`.
+
+Output (:class:`DwarfTables`):
+
+- ``seqs``: line-table sequences ``(addresses, file_ids, lines, end_address)``, rows at one
+  address collapsed to the last one (binutils' addr2line rule, PR ld/4986);
+- ``files``: file paths, joined with ``DW_AT_comp_dir`` and the include directory the way
+  binutils' ``addr2line`` joins them;
+- ``funcs``: :class:`FuncNode` per subprogram / inlined subroutine with code ranges, the name
+  (``DW_AT_linkage_name`` else ``DW_AT_name``, through ``DW_AT_abstract_origin`` and
+  ``DW_AT_specification``), the enclosing node and, for inlined code, the call site.
+
+Malformed input raises :class:`DwarfError` (the caller turns it into ``InputError``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["DwarfError", "DwarfSections", "DwarfTables", "FuncNode", "read_dwarf"]
+
+
+class DwarfError(Exception):
+    """The DWARF bytes do not parse (truncated section, unknown form, bad header)."""
+
+
+# -- forms (DWARF 5, 7.5.6; GNU extensions) ---------------------------------------------------
+F_ADDR, F_BLOCK2, F_BLOCK4, F_DATA2, F_DATA4, F_DATA8, F_STRING, F_BLOCK = 0x01, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09
+F_BLOCK1, F_DATA1, F_FLAG, F_SDATA, F_STRP, F_UDATA, F_REF_ADDR = 0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F, 0x10
+F_REF1, F_REF2, F_REF4, F_REF8, F_REF_UDATA, F_INDIRECT, F_SEC_OFFSET = 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17
+F_EXPRLOC, F_FLAG_PRESENT, F_STRX, F_ADDRX, F_REF_SUP4, F_STRP_SUP, F_DATA16 = 0x18, 0x19, 0x1A, 0x1B, 0x1C, 0x1D, 0x1E
+F_LINE_STRP, F_REF_SIG8, F_IMPLICIT_CONST, F_LOCLISTX, F_RNGLISTX, F_REF_SUP8 = 0x1F, 0x20, 0x21, 0x22, 0x23, 0x24
+F_STRX1, F_STRX2, F_STRX3, F_STRX4, F_ADDRX1, F_ADDRX2, F_ADDRX3, F_ADDRX4 = range(0x25, 0x2D)
+F_GNU_ADDR_INDEX, F_GNU_STR_INDEX, F_GNU_REF_ALT, F_GNU_STRP_ALT = 0x1F01, 0x1F02, 0x1F20, 0x1F21
+
+# attributes
+AT_NAME, AT_STMT_LIST, AT_LOW_PC, AT_HIGH_PC, AT_COMP_DIR = 0x03, 0x10, 0x11, 0x12, 0x1B
+AT_ABSTRACT_ORIGIN, AT_SPECIFICATION, AT_RANGES, AT_CALL_FILE, AT_CALL_LINE = 0x31, 0x47, 0x55, 0x58, 0x59
+AT_LINKAGE_NAME, AT_MIPS_LINKAGE_NAME = 0x6E, 0x2007
+AT_STR_OFFSETS_BASE, AT_ADDR_BASE, AT_RNGLISTS_BASE = 0x72, 0x73, 0x74
+AT_GNU_RANGES_BASE, AT_GNU_ADDR_BASE = 0x2132, 0x2133
+
+# tags
+TAG_COMPILE_UNIT, TAG_PARTIAL_UNIT, TAG_SUBPROGRAM, TAG_INLINED = 0x11, 0x3C, 0x2E, 0x1D
+TAG_SKELETON_UNIT = 0x4A
+INTERESTING = frozenset({TAG_SUBPROGRAM, TAG_INLINED})
+FUNC_ATTRS = frozenset({AT_NAME, AT_LINKAGE_NAME, AT_MIPS_LINKAGE_NAME, AT_LOW_PC, AT_HIGH_PC,
+                        AT_RANGES, AT_ABSTRACT_ORIGIN, AT_SPECIFICATION, AT_CALL_FILE,
+                        AT_CALL_LINE})
+UNIT_TAGS = frozenset({TAG_COMPILE_UNIT, TAG_PARTIAL_UNIT, TAG_SKELETON_UNIT})
+
+_FIXED = {F_DATA1: 1, F_REF1: 1, F_FLAG: 1, F_STRX1: 1, F_ADDRX1: 1,
+          F_DATA2: 2, F_REF2: 2, F_STRX2: 2, F_ADDRX2: 2,
+          F_STRX3: 3, F_ADDRX3: 3,
+          F_DATA4: 4, F_REF4: 4, F_REF_SUP4: 4, F_STRX4: 4, F_ADDRX4: 4,
+          F_DATA8: 8, F_REF8: 8, F_REF_SIG8: 8, F_REF_SUP8: 8,
+          F_DATA16: 16, F_FLAG_PRESENT: 0, F_IMPLICIT_CONST: 0}
+_OFFSET_SIZED = frozenset({F_STRP, F_SEC_OFFSET, F_LINE_STRP, F_STRP_SUP, F_GNU_REF_ALT,
+                           F_GNU_STRP_ALT})
+_ULEB_FORMS = frozenset({F_UDATA, F_REF_UDATA, F_STRX, F_ADDRX, F_LOCLISTX, F_RNGLISTX,
+                         F_GNU_ADDR_INDEX, F_GNU_STR_INDEX})
+_STRX_FORMS = frozenset({F_STRX, F_STRX1, F_STRX2, F_STRX3, F_STRX4, F_GNU_STR_INDEX})
+_ADDRX_FORMS = frozenset({F_ADDRX, F_ADDRX1, F_ADDRX2, F_ADDRX3, F_ADDRX4, F_GNU_ADDR_INDEX})
+_REF_CU_FORMS = frozenset({F_REF1, F_REF2, F_REF4, F_REF8, F_REF_UDATA})
+
+# line program (DWARF 5, 6.2.5)
+DW_LNS_copy, DW_LNS_advance_pc, DW_LNS_advance_line, DW_LNS_set_file = 1, 2, 3, 4
+DW_LNS_const_add_pc, DW_LNS_fixed_advance_pc = 8, 9
+DW_LNE_end_sequence, DW_LNE_set_address = 1, 2
+DW_LNCT_path, DW_LNCT_directory_index = 1, 2
+
+
+@dataclass
+class DwarfSections:
+    """Raw (decompressed) bytes of the DWARF sections; absent sections are empty."""
+
+    info: bytes = b""
+    abbrev: bytes = b""
+    line: bytes = b""
+    str: bytes = b""
+    line_str: bytes = b""
+    str_offsets: bytes = b""
+    addr: bytes = b""
+    ranges: bytes = b""
+    rnglists: bytes = b""
+    little_endian: bool = True
+
+
+@dataclass
+class FuncNode:
+    """A subprogram or inlined subroutine with code. ``parent`` is an index into ``funcs``."""
+
+    ranges: list[tuple[int, int]]
+    name_ref: int  # DIE offset whose name (or origin's name) this node carries
+    name: str | None
+    parent: int
+    inlined: bool
+    call_file: int  # file id (index into DwarfTables.files), -1 when none
+    call_line: int
+    depth: int
+
+
+@dataclass
+class DwarfTables:
+    seqs: list[tuple[list[int], list[int], list[int], int]] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    funcs: list[FuncNode] = field(default_factory=list)
+
+
+# -- primitive readers ------------------------------------------------------------------------
+def _uleb(buf: bytes, pos: int) -> tuple[int, int]:
+    result = 0
+    shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _sleb(buf: bytes, pos: int) -> tuple[int, int]:
+    result = 0
+    shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            if b & 0x40:
+                result -= 1 << shift
+            return result, pos
+
+
+def _cstr(buf: bytes, pos: int) -> tuple[bytes, int]:
+    end = buf.index(b"\0", pos)
+    return buf[pos:end], end + 1
+
+
+def _uint(buf: bytes, pos: int, size: int) -> int:
+    return int.from_bytes(buf[pos:pos + size], "little")
+
+
+class _Abbrev:
+    __slots__ = ("tag", "children", "specs", "consts")
+
+    def __init__(self, tag: int, children: bool, specs: list[tuple[int, int]],
+                 consts: dict[int, int] | None = None) -> None:
+        self.tag = tag
+        self.children = children
+        self.specs = specs  # (attr, form)
+        self.consts = consts  # attr -> DW_FORM_implicit_const value
+
+
+def _parse_abbrevs(buf: bytes, pos: int) -> dict[int, _Abbrev]:
+    table: dict[int, _Abbrev] = {}
+    uleb = _uleb
+    while True:
+        code = buf[pos]
+        if code < 0x80:
+            pos += 1
+        else:
+            code, pos = uleb(buf, pos)
+        if code == 0:
+            return table
+        tag = buf[pos]
+        if tag < 0x80:
+            pos += 1
+        else:
+            tag, pos = uleb(buf, pos)
+        children = buf[pos] != 0
+        pos += 1
+        # fast path: every attribute and form fits one byte and no implicit constants, so
+        # the pairs run up to the first 00 00 terminator
+        term = buf.find(b"\0\0", pos)
+        if term >= 0 and not (term - pos) & 1:
+            chunk = buf[pos:term]
+            forms = chunk[1::2]
+            if (not chunk or max(chunk) < 0x80) and F_IMPLICIT_CONST not in forms:
+                table[code] = _Abbrev(tag, children, list(zip(chunk[0::2], forms, strict=True)))
+                pos = term + 2
+                continue
+        specs = []
+        consts: dict[int, int] = {}
+        while True:
+            attr = buf[pos]
+            if attr < 0x80:
+                pos += 1
+            else:
+                attr, pos = uleb(buf, pos)
+            form = buf[pos]
+            if form < 0x80:
+                pos += 1
+            else:
+                form, pos = uleb(buf, pos)
+            if attr == 0 and form == 0:
+                break
+            if form == F_IMPLICIT_CONST:
+                consts[attr], pos = _sleb(buf, pos)
+            specs.append((attr, form))
+        table[code] = _Abbrev(tag, children, specs, consts or None)
+
+
+class _Unit:
+    """Per-CU decoding context."""
+
+    __slots__ = ("offset", "end", "version", "addr_size", "off_size", "abbrevs", "die_start",
+                 "str_offsets_base", "addr_base", "rnglists_base", "low_pc", "comp_dir",
+                 "stmt_list", "name")
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self.end = 0
+        self.version = 4
+        self.addr_size = 8
+        self.off_size = 4
+        self.abbrevs: dict[int, _Abbrev] = {}
+        self.die_start = 0
+        self.str_offsets_base = 8
+        self.addr_base = 8
+        self.rnglists_base = 12
+        self.low_pc = 0
+        self.comp_dir = ""
+        self.stmt_list = -1
+        self.name = ""
+
+
+class _Reader:
+    def __init__(self, sec: DwarfSections) -> None:
+        if not sec.little_endian:
+            raise DwarfError("big-endian DWARF is not supported")
+        self.sec = sec
+        self.abbrev_cache: dict[int, dict[int, _Abbrev]] = {}
+        self.plans: dict[tuple[int, int, int, bool], dict[int, int | None]] = {}
+
+    # -- attribute values --------------------------------------------------------------------
+    def skip(self, form: int, buf: bytes, pos: int, u: _Unit) -> int:
+        n = _FIXED.get(form)
+        if n is not None:
+            return pos + n
+        if form in _OFFSET_SIZED:
+            return pos + u.off_size
+        if form == F_ADDR:
+            return pos + u.addr_size
+        if form == F_REF_ADDR:
+            return pos + (u.addr_size if u.version == 2 else u.off_size)
+        if form in _ULEB_FORMS or form == F_SDATA:
+            while buf[pos] & 0x80:
+                pos += 1
+            return pos + 1
+        if form == F_STRING:
+            return buf.index(b"\0", pos) + 1
+        if form in (F_BLOCK, F_EXPRLOC):
+            n, pos = _uleb(buf, pos)
+            return pos + n
+        if form == F_BLOCK1:
+            return pos + 1 + buf[pos]
+        if form == F_BLOCK2:
+            return pos + 2 + _uint(buf, pos, 2)
+        if form == F_BLOCK4:
+            return pos + 4 + _uint(buf, pos, 4)
+        if form == F_INDIRECT:
+            real, pos = _uleb(buf, pos)
+            return self.skip(real, buf, pos, u)
+        raise DwarfError(f"unknown DWARF form {form:#x} in unit at {u.offset:#x}")
+
+    def value(self, form: int, const: int, buf: bytes, pos: int, u: _Unit) -> tuple[object, int]:
+        """Decode one attribute value: ints, bytes (strings) or ('ref', off) tuples."""
+        if form == F_INDIRECT:
+            form, pos = _uleb(buf, pos)
+        if form == F_IMPLICIT_CONST:
+            return const, pos
+        if form == F_ADDR:
+            return _uint(buf, pos, u.addr_size), pos + u.addr_size
+        if form == F_STRING:
+            return _cstr(buf, pos)
+        if form == F_STRP:
+            off = _uint(buf, pos, u.off_size)
+            return _cstr(self.sec.str, off)[0], pos + u.off_size
+        if form == F_LINE_STRP:
+            off = _uint(buf, pos, u.off_size)
+            return _cstr(self.sec.line_str, off)[0], pos + u.off_size
+        if form in _STRX_FORMS:
+            if form in (F_STRX, F_GNU_STR_INDEX):
+                idx, npos = _uleb(buf, pos)
+            else:
+                size = _FIXED[form]
+                idx, npos = _uint(buf, pos, size), pos + size
+            so = self.sec.str_offsets
+            off = _uint(so, u.str_offsets_base + idx * u.off_size, u.off_size)
+            return _cstr(self.sec.str, off)[0], npos
+        if form in _ADDRX_FORMS:
+            if form in (F_ADDRX, F_GNU_ADDR_INDEX):
+                idx, npos = _uleb(buf, pos)
+            else:
+                size = _FIXED[form]
+                idx, npos = _uint(buf, pos, size), pos + size
+            return _uint(self.sec.addr, u.addr_base + idx * u.addr_size, u.addr_size), npos
+        if form in _REF_CU_FORMS:
+            if form == F_REF_UDATA:
+                v, npos = _uleb(buf, pos)
+            else:
+                size = _FIXED[form]
+                v, npos = _uint(buf, pos, size), pos + size
+            return ("ref", u.offset + v), npos
+        if form == F_REF_ADDR:
+            size = u.addr_size if u.version == 2 else u.off_size
+            return ("ref", _uint(buf, pos, size)), pos + size
+        if form in (F_DATA1, F_DATA2, F_DATA4, F_DATA8, F_FLAG, F_SEC_OFFSET):
+            size = _FIXED.get(form, u.off_size)
+            return _uint(buf, pos, size), pos + size
+        if form in (F_UDATA, F_LOCLISTX, F_RNGLISTX):
+            v, npos = _uleb(buf, pos)
+            return (("rnglistx", v) if form == F_RNGLISTX else v), npos
+        if form == F_SDATA:
+            return _sleb(buf, pos)
+        if form == F_FLAG_PRESENT:
+            return 1, pos
+        return None, self.skip(form, buf, pos, u)
+
+    # -- units ---------------------------------------------------------------------------------
+    def units(self) -> list[_Unit]:
+        buf = self.sec.info
+        pos = 0
+        out = []
+        while pos + 11 <= len(buf):
+            u = _Unit()
+            u.offset = pos
+            length = _uint(buf, pos, 4)
+            p = pos + 4
+            u.off_size = 4
+            if length == 0xFFFFFFFF:
+                length = _uint(buf, p, 8)
+                p += 8
+                u.off_size = 8
+            elif length >= 0xFFFFFFF0:
+                raise DwarfError(f"bad unit length {length:#x} at .debug_info+{pos:#x}")
+            u.end = p + length
+            if u.end > len(buf) or length < 7:
+                raise DwarfError(f"unit at .debug_info+{pos:#x} runs past the section "
+                                 f"({length:#x} bytes, section {len(buf):#x})")
+            u.version = _uint(buf, p, 2)
+            p += 2
+            if not 2 <= u.version <= 5:
+                raise DwarfError(f"unsupported DWARF version {u.version} at .debug_info+{pos:#x}")
+            if u.version >= 5:
+                unit_type = buf[p]
+                u.addr_size = buf[p + 1]
+                abbrev_off = _uint(buf, p + 2, u.off_size)
+                p += 2 + u.off_size
+                if unit_type in (2, 6):  # type units: signature + type offset
+                    p += 8 + u.off_size
+                elif unit_type in (4, 5):  # skeleton / split: dwo id
+                    p += 8
+            else:
+                abbrev_off = _uint(buf, p, u.off_size)
+                u.addr_size = buf[p + u.off_size]
+                p += u.off_size + 1
+            if u.addr_size not in (2, 4, 8):
+                raise DwarfError(f"bad address size {u.addr_size} at .debug_info+{pos:#x}")
+            tbl = self.abbrev_cache.get(abbrev_off)
+            if tbl is None:
+                if abbrev_off >= len(self.sec.abbrev):
+                    raise DwarfError(f"abbrev offset {abbrev_off:#x} outside .debug_abbrev")
+                tbl = _parse_abbrevs(self.sec.abbrev, abbrev_off)
+                self.abbrev_cache[abbrev_off] = tbl
+            u.abbrevs = tbl
+            u.die_start = p
+            out.append(u)
+            pos = u.end
+        return out
+
+    def fixed_size(self, ab: _Abbrev, u: _Unit) -> int | None:
+        total = 0
+        for _attr, form in ab.specs:
+            n = _FIXED.get(form)
+            if n is None:
+                if form in _OFFSET_SIZED:
+                    n = u.off_size
+                elif form == F_ADDR:
+                    n = u.addr_size
+                elif form == F_REF_ADDR:
+                    n = u.addr_size if u.version == 2 else u.off_size
+                else:
+                    return None
+            total += n
+        return total
+
+    def attrs(self, ab: _Abbrev, buf: bytes, pos: int, u: _Unit,
+              wanted: frozenset[int] | None = None) -> tuple[dict[int, tuple[int, object]], int]:
+        out: dict[int, tuple[int, object]] = {}
+        consts = ab.consts
+        for attr, form in ab.specs:
+            if wanted is not None and attr not in wanted:
+                pos = self.skip(form, buf, pos, u)
+                continue
+            v, pos = self.value(form, consts.get(attr, 0) if consts else 0, buf, pos, u)
+            out[attr] = (form, v)
+        return out, pos
+
+    def ranges_of(self, attrs: dict[int, tuple[int, object]], u: _Unit) -> list[tuple[int, int]]:
+        low = attrs.get(AT_LOW_PC)
+        if low is not None and isinstance(low[1], int):
+            lo = low[1]
+            high = attrs.get(AT_HIGH_PC)
+            if high is None:
+                return [(lo, lo + 1)]
+            form, hv = high
+            if not isinstance(hv, int):
+                return []
+            hi = hv if form in (F_ADDR,) or form in _ADDRX_FORMS else lo + hv
+            return [(lo, hi)] if hi > lo else []
+        rng = attrs.get(AT_RANGES)
+        if rng is None:
+            return []
+        form, rv = rng
+        try:
+            if u.version >= 5:
+                if isinstance(rv, tuple):  # rnglistx
+                    base = u.rnglists_base
+                    off = base + _uint(self.sec.rnglists, base + rv[1] * u.off_size, u.off_size)
+                else:
+                    off = int(rv)  # type: ignore[call-overload]
+                return self._rnglist_v5(off, u)
+            if isinstance(rv, int):
+                return self._ranges_v4(rv, u)
+        except (IndexError, ValueError):
+            return []
+        return []
+
+    def _ranges_v4(self, off: int, u: _Unit) -> list[tuple[int, int]]:
+        buf = self.sec.ranges
+        size = u.addr_size
+        maxv = (1 << (8 * size)) - 1
+        base = u.low_pc
+        out = []
+        while off + 2 * size <= len(buf):
+            a = _uint(buf, off, size)
+            b = _uint(buf, off + size, size)
+            off += 2 * size
+            if a == 0 and b == 0:
+                break
+            if a == maxv:
+                base = b
+                continue
+            if b > a:
+                out.append((base + a, base + b))
+        return out
+
+    def _rnglist_v5(self, off: int, u: _Unit) -> list[tuple[int, int]]:
+        buf = self.sec.rnglists
+        size = u.addr_size
+        base = u.low_pc
+        out = []
+
+        def addrx(i: int) -> int:
+            return _uint(self.sec.addr, u.addr_base + i * size, size)
+
+        while off < len(buf):
+            kind = buf[off]
+            off += 1
+            if kind == 0:  # end_of_list
+                break
+            if kind == 1:  # base_addressx
+                i, off = _uleb(buf, off)
+                base = addrx(i)
+            elif kind == 2:  # startx_endx
+                i, off = _uleb(buf, off)
+                j, off = _uleb(buf, off)
+                out.append((addrx(i), addrx(j)))
+            elif kind == 3:  # startx_length
+                i, off = _uleb(buf, off)
+                n, off = _uleb(buf, off)
+                a = addrx(i)
+                out.append((a, a + n))
+            elif kind == 4:  # offset_pair
+                a, off = _uleb(buf, off)
+                b, off = _uleb(buf, off)
+                out.append((base + a, base + b))
+            elif kind == 5:  # base_address
+                base = _uint(buf, off, size)
+                off += size
+            elif kind == 6:  # start_end
+                a = _uint(buf, off, size)
+                b = _uint(buf, off + size, size)
+                off += 2 * size
+                out.append((a, b))
+            elif kind == 7:  # start_length
+                a = _uint(buf, off, size)
+                off += size
+                n, off = _uleb(buf, off)
+                out.append((a, a + n))
+            else:
+                break
+        return [(a, b) for a, b in out if b > a]
+
+
+# -- line programs -------------------------------------------------------------------------------
+def _join(dirname: str, name: str, comp_dir: str) -> str:
+    if name.startswith("/"):
+        return name
+    if dirname and not dirname.startswith("/") and comp_dir:
+        dirname = comp_dir.rstrip("/") + "/" + dirname
+    elif not dirname:
+        dirname = comp_dir
+    return f"{dirname.rstrip('/')}/{name}" if dirname else name
+
+
+def _line_header_v5_entries(rd: _Reader, buf: bytes, pos: int, u: _Unit
+                            ) -> tuple[list[tuple[str, int]], int]:
+    fmt_count = buf[pos]
+    pos += 1
+    fmts = []
+    for _ in range(fmt_count):
+        ct, pos = _uleb(buf, pos)
+        form, pos = _uleb(buf, pos)
+        fmts.append((ct, form))
+    count, pos = _uleb(buf, pos)
+    entries = []
+    for _ in range(count):
+        path = ""
+        dir_index = 0
+        for ct, form in fmts:
+            v, pos = rd.value(form, 0, buf, pos, u)
+            if ct == DW_LNCT_path and isinstance(v, bytes):
+                path = v.decode("utf-8", "replace")
+            elif ct == DW_LNCT_directory_index and isinstance(v, int):
+                dir_index = v
+        entries.append((path, dir_index))
+    return entries, pos
+
+
+def read_line_program(rd: _Reader, offset: int, u: _Unit, files_out: list[str],
+                      file_ids: dict[str, int],
+                      seqs: list[tuple[list[int], list[int], list[int], int]]) -> list[int]:
+    """Run one line program; append its sequences; return the CU's file-index -> file id map."""
+    buf = rd.sec.line
+    if offset + 10 > len(buf):
+        raise DwarfError(f"line program offset {offset:#x} outside .debug_line")
+    length = _uint(buf, offset, 4)
+    pos = offset + 4
+    off_size = 4
+    if length == 0xFFFFFFFF:
+        length = _uint(buf, pos, 8)
+        pos += 8
+        off_size = 8
+    end = pos + length
+    if end > len(buf):
+        raise DwarfError(f"line program at .debug_line+{offset:#x} runs past the section")
+    version = _uint(buf, pos, 2)
+    pos += 2
+    if not 2 <= version <= 5:
+        raise DwarfError(f"unsupported line table version {version} at .debug_line+{offset:#x}")
+    lu = _Unit()
+    lu.offset = u.offset
+    lu.version = version
+    lu.off_size = off_size
+    lu.addr_size = u.addr_size
+    lu.str_offsets_base = u.str_offsets_base
+    if version >= 5:
+        lu.addr_size = buf[pos]
+        pos += 2  # address_size, segment_selector_size
+    header_length = _uint(buf, pos, off_size)
+    pos += off_size
+    program = pos + header_length
+    min_inst = buf[pos]
+    pos += 1
+    if version >= 4:
+        pos += 1  # maximum_operations_per_instruction (VLIW only)
+    pos += 1  # default_is_stmt
+    line_base = buf[pos] - 256 if buf[pos] > 127 else buf[pos]
+    line_range = buf[pos + 1] or 1
+    opcode_base = buf[pos + 2]
+    pos += 3
+    std_lengths = list(buf[pos:pos + opcode_base - 1])
+    pos += opcode_base - 1
+    comp_dir = u.comp_dir
+    paths: list[str]
+    if version >= 5:
+        dirs_e, pos = _line_header_v5_entries(rd, buf, pos, lu)
+        files_e, pos = _line_header_v5_entries(rd, buf, pos, lu)
+        dirs = [d for d, _ in dirs_e]
+        paths = []
+        for name, di in files_e:
+            d = dirs[di] if di < len(dirs) else ""
+            paths.append(_join(d, name, comp_dir))
+    else:
+        dirs = [comp_dir]
+        while buf[pos]:
+            d_b, pos = _cstr(buf, pos)
+            dirs.append(d_b.decode("utf-8", "replace"))
+        pos += 1
+        paths = ["?"]  # file numbers start at 1
+        while buf[pos]:
+            name_b, pos = _cstr(buf, pos)
+            di, pos = _uleb(buf, pos)
+            _, pos = _uleb(buf, pos)
+            _, pos = _uleb(buf, pos)
+            d = dirs[di] if di < len(dirs) else ""
+            name = name_b.decode("utf-8", "replace")
+            paths.append(_join(d, name, comp_dir))
+    fmap: list[int] = []
+    for p in paths:
+        fid = file_ids.get(p)
+        if fid is None:
+            fid = len(files_out)
+            files_out.append(p)
+            file_ids[p] = fid
+        fmap.append(fid)
+
+    # the state machine (DWARF 5, 6.2.2)
+    pos = program
+    address = 0
+    file = 1
+    line = 1
+    const_add = ((255 - opcode_base) // line_range) * min_inst
+    nfiles = len(fmap)
+    fid = fmap[1] if nfiles > 1 else -1
+    sa: list[int] = []
+    sf: list[int] = []
+    sl: list[int] = []
+    try:
+        while pos < end:
+            op = buf[pos]
+            pos += 1
+            if op >= opcode_base:
+                adj = op - opcode_base
+                address += (adj // line_range) * min_inst
+                line += line_base + adj % line_range
+                if sa and sa[-1] == address:
+                    sf[-1] = fid
+                    sl[-1] = line
+                else:
+                    sa.append(address)
+                    sf.append(fid)
+                    sl.append(line)
+            elif op == DW_LNS_copy:
+                if sa and sa[-1] == address:
+                    sf[-1] = fid
+                    sl[-1] = line
+                else:
+                    sa.append(address)
+                    sf.append(fid)
+                    sl.append(line)
+            elif op == DW_LNS_advance_pc:
+                v = buf[pos]
+                if v < 0x80:
+                    pos += 1
+                else:
+                    v, pos = _uleb(buf, pos)
+                address += v * min_inst
+            elif op == DW_LNS_advance_line:
+                v = buf[pos]
+                if v < 0x40:
+                    pos += 1
+                    line += v
+                elif v < 0x80:
+                    pos += 1
+                    line += v - 0x80
+                else:
+                    v, pos = _sleb(buf, pos)
+                    line += v
+            elif op == DW_LNS_set_file:
+                file, pos = _uleb(buf, pos)
+                fid = fmap[file] if file < nfiles else -1
+            elif op == DW_LNS_const_add_pc:
+                address += const_add
+            elif op == DW_LNS_fixed_advance_pc:
+                address += _uint(buf, pos, 2)
+                pos += 2
+            elif op == 0:
+                n, pos = _uleb(buf, pos)
+                if n == 0:
+                    continue
+                sub = buf[pos]
+                if sub == DW_LNE_end_sequence:
+                    if sa:
+                        seqs.append((sa, sf, sl, address))
+                    sa, sf, sl = [], [], []
+                    address = 0
+                    file = 1
+                    fid = fmap[1] if nfiles > 1 else -1
+                    line = 1
+                elif sub == DW_LNE_set_address:
+                    address = _uint(buf, pos + 1, n - 1)
+                pos += n
+            elif op == 5 or op == 12:  # set_column, set_isa
+                while buf[pos] & 0x80:
+                    pos += 1
+                pos += 1
+            elif op in (6, 7, 10, 11):  # negate_stmt, basic_block, prologue_end, epilogue_begin
+                pass
+            else:
+                for _ in range(std_lengths[op - 1] if op - 1 < len(std_lengths) else 0):
+                    _, pos = _uleb(buf, pos)
+        if sa:  # a sequence without DW_LNE_end_sequence: close it at its last row
+            seqs.append((sa, sf, sl, sa[-1]))
+    except IndexError as err:
+        raise DwarfError(f"truncated line program at .debug_line+{offset:#x}") from err
+    return fmap
+
+
+# -- the walk ------------------------------------------------------------------------------------
+def read_dwarf(sec: DwarfSections, want_funcs: bool = True) -> DwarfTables:
+    """Read every unit's line program and (``want_funcs``) subprogram/inline ranges."""
+    rd = _Reader(sec)
+    out = DwarfTables()
+    file_ids: dict[str, int] = {}
+    names: dict[int, str] = {}  # DIE offset -> name of named subprograms
+    origin: dict[int, int] = {}  # DIE offset -> abstract_origin / specification target
+    line_done: dict[int, list[int]] = {}
+    buf = sec.info
+    try:
+        units = rd.units()
+        for u in units:
+            pos = u.die_start
+            code, pos = _uleb(buf, pos)
+            if code == 0:
+                continue
+            ab = u.abbrevs.get(code)
+            if ab is None:
+                raise DwarfError(f"unknown abbreviation {code} at .debug_info+{u.die_start:#x}")
+            top, pos = rd.attrs(ab, buf, pos, u)
+            if ab.tag not in UNIT_TAGS:
+                continue
+            for at, name in ((AT_STR_OFFSETS_BASE, "str_offsets_base"), (AT_ADDR_BASE, "addr_base"),
+                             (AT_GNU_ADDR_BASE, "addr_base"), (AT_RNGLISTS_BASE, "rnglists_base")):
+                if at in top and isinstance(top[at][1], int):
+                    setattr(u, name, top[at][1])
+            # re-read strings that needed the bases (strx forms before str_offsets_base)
+            top, _ = rd.attrs(ab, buf, _uleb(buf, u.die_start)[1], u)
+            low = top.get(AT_LOW_PC)
+            u.low_pc = low[1] if low and isinstance(low[1], int) else 0
+            cd = top.get(AT_COMP_DIR)
+            u.comp_dir = cd[1].decode("utf-8", "replace") if cd and isinstance(cd[1], bytes) else ""
+            sl = top.get(AT_STMT_LIST)
+            fmap: list[int] = []
+            if sl is not None and isinstance(sl[1], int) and sec.line:
+                if sl[1] in line_done:
+                    fmap = line_done[sl[1]]
+                else:
+                    fmap = read_line_program(rd, sl[1], u, out.files, file_ids, out.seqs)
+                    line_done[sl[1]] = fmap
+            if want_funcs and ab.children:
+                _walk_unit(rd, u, pos, out, fmap, names, origin)
+    except IndexError as err:
+        raise DwarfError("truncated DWARF data (a section ends inside an entry)") from err
+    # resolve names through abstract_origin / specification chains
+    for node in out.funcs:
+        ref = node.name_ref
+        for _ in range(8):
+            if ref in names:
+                node.name = names[ref]
+                break
+            nxt = origin.get(ref)
+            if nxt is None:
+                break
+            ref = nxt
+    return out
+
+
+def _walk_unit(rd: _Reader, u: _Unit, pos: int, out: DwarfTables, fmap: list[int],
+               names: dict[int, str], origin: dict[int, int]) -> None:
+    buf = rd.sec.info
+    end = u.end
+    abbrevs = u.abbrevs
+    plan_key = (id(abbrevs), u.off_size, u.addr_size, u.version == 2)
+    fixed = rd.plans.get(plan_key)
+    if fixed is None:
+        fixed = {code: (None if ab.tag in INTERESTING else rd.fixed_size(ab, u))
+                 for code, ab in abbrevs.items()}
+        rd.plans[plan_key] = fixed
+    stack: list[int] = []  # enclosing node index per open DIE with children (-1 none)
+    current = -1
+    depth = 1
+    funcs = out.funcs
+    skip = rd.skip
+    nf = len(fmap)
+    while pos < end:
+        start = pos
+        code = buf[pos]
+        if code < 0x80:
+            pos += 1
+        else:
+            code, pos = _uleb(buf, pos)
+        if code == 0:
+            if not stack:
+                break
+            current = stack.pop()
+            depth -= 1
+            continue
+        fs = fixed.get(code, -1)
+        ab = abbrevs.get(code)
+        if ab is None:
+            raise DwarfError(f"unknown abbreviation {code} at .debug_info+{start:#x}")
+        if fs is not None and fs >= 0:
+            pos += fs
+            if ab.children:
+                stack.append(current)
+                depth += 1
+            continue
+        if ab.tag not in INTERESTING:
+            for _attr, form in ab.specs:
+                pos = skip(form, buf, pos, u)
+            if ab.children:
+                stack.append(current)
+                depth += 1
+            continue
+        attrs, pos = rd.attrs(ab, buf, pos, u, FUNC_ATTRS)
+        nm = attrs.get(AT_LINKAGE_NAME) or attrs.get(AT_MIPS_LINKAGE_NAME) or attrs.get(AT_NAME)
+        if nm is not None and isinstance(nm[1], bytes):
+            names[start] = nm[1].decode("utf-8", "replace")
+        ref = attrs.get(AT_ABSTRACT_ORIGIN) or attrs.get(AT_SPECIFICATION)
+        if ref is not None and isinstance(ref[1], tuple):
+            origin[start] = ref[1][1]
+        node = current
+        rngs = rd.ranges_of(attrs, u)
+        if rngs:
+            inlined = ab.tag == TAG_INLINED
+            cf = attrs.get(AT_CALL_FILE)
+            cl = attrs.get(AT_CALL_LINE)
+            cfi = cf[1] if cf and isinstance(cf[1], int) else -1
+            node = len(funcs)
+            funcs.append(FuncNode(
+                ranges=rngs, name_ref=start, name=None, parent=current, inlined=inlined,
+                call_file=fmap[cfi] if 0 <= cfi < nf else -1,
+                call_line=cl[1] if cl and isinstance(cl[1], int) else 0,
+                depth=depth))
+        if ab.children:
+            stack.append(current)
+            current = node
+            depth += 1

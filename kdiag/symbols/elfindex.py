@@ -1,0 +1,319 @@
+"""The per-ELF address index: compact sorted arrays, built once, pickled, bisected.
+
+An :class:`ElfIndex` holds, for one ELF (addresses unbiased, as linked):
+
+- symbols: ``STT_FUNC`` symbols and code labels (``STT_NOTYPE`` in executable sections, e.g.
+  assembly entry stubs) as ``[start, end)`` ranges, best name per start;
+- DWARF line rows (address -> file, line; end-of-sequence rows close a range);
+- DWARF function ranges flattened into non-overlapping segments, each naming its innermost
+  subprogram/inlined-subroutine node; nodes chain to their parents (the inlined-call chain);
+- STABS ``debuginfo_eip`` answers as segments (:func:`kdiag.symbols.stabs.build_segments`).
+
+``build(path)`` reads the ELF; ``to_bytes``/``from_bytes`` are the on-disk form used by
+:mod:`kdiag.symbols.cache`. Lookups are ``bisect`` over ``array`` columns.
+"""
+
+from __future__ import annotations
+
+import heapq
+import pickle
+from array import array
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from typing import Any
+
+from kdiag.errors import InputError
+from kdiag.symbols.dwarf import DwarfError, DwarfSections, DwarfTables, read_dwarf
+from kdiag.symbols.elffile import PT_LOAD, SHF_ALLOC, SHF_EXECINSTR, ElfFile
+from kdiag.symbols.stabs import EipDebugInfo, StabTable, build_segments
+
+FORMAT_VERSION = 3
+STT_NOTYPE, STT_OBJECT, STT_FUNC = 0, 1, 2
+NONE = -1
+
+
+@dataclass
+class ElfIndex:
+    path: str
+    key: str
+    elfclass: int
+    machine: int
+    entry: int
+    load_ranges: list[tuple[int, int]] = field(default_factory=list)
+    # symbols
+    sym_starts: array[int] = field(default_factory=lambda: array("Q"))
+    sym_ends: array[int] = field(default_factory=lambda: array("Q"))
+    sym_names: list[str] = field(default_factory=list)
+    # DWARF line table
+    ln_addrs: array[int] = field(default_factory=lambda: array("Q"))
+    ln_files: array[int] = field(default_factory=lambda: array("i"))
+    ln_lines: array[int] = field(default_factory=lambda: array("I"))
+    files: list[str] = field(default_factory=list)
+    # DWARF function segments and nodes
+    fs_starts: array[int] = field(default_factory=lambda: array("Q"))
+    fs_node: array[int] = field(default_factory=lambda: array("i"))
+    fn_name: array[int] = field(default_factory=lambda: array("i"))
+    fn_parent: array[int] = field(default_factory=lambda: array("i"))
+    fn_call_file: array[int] = field(default_factory=lambda: array("i"))
+    fn_call_line: array[int] = field(default_factory=lambda: array("I"))
+    fn_entry: array[int] = field(default_factory=lambda: array("Q"))
+    fn_inlined: bytes = b""
+    fn_names: list[str] = field(default_factory=list)
+    # STABS segments
+    st_starts: array[int] = field(default_factory=lambda: array("Q"))
+    st_file: array[int] = field(default_factory=lambda: array("i"))
+    st_line: array[int] = field(default_factory=lambda: array("i"))
+    st_fn: array[int] = field(default_factory=lambda: array("i"))
+    st_fnaddr: array[int] = field(default_factory=lambda: array("q"))
+    st_narg: array[int] = field(default_factory=lambda: array("i"))
+    st_ok: bytes = b""
+    st_names: list[str] = field(default_factory=list)
+    has_dwarf: bool = False
+    has_stabs: bool = False
+
+    # -- serialization ---------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        return pickle.dumps((FORMAT_VERSION, self.__dict__), protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ElfIndex:
+        version, state = pickle.loads(data)
+        if version != FORMAT_VERSION:
+            raise ValueError(f"index format {version} != {FORMAT_VERSION}")
+        obj = cls.__new__(cls)
+        obj.__dict__.update(state)
+        return obj
+
+    # -- lookups (addresses as linked, i.e. bias already removed) ---------------------------------
+    def symbol_at(self, addr: int) -> tuple[str, int] | None:
+        """``(name, start)`` of the symbol covering ``addr``."""
+        starts = self.sym_starts
+        i = bisect_right(starts, addr) - 1
+        k = i
+        while k >= 0 and k > i - 8:
+            if addr < self.sym_ends[k]:
+                return self.sym_names[k], starts[k]
+            k -= 1
+        return None
+
+    def line_at(self, addr: int) -> tuple[str, int] | None:
+        i = bisect_right(self.ln_addrs, addr) - 1
+        if i < 0:
+            return None
+        f = self.ln_files[i]
+        if f < 0:
+            return None
+        return self.files[f], self.ln_lines[i]
+
+    def func_node_at(self, addr: int) -> int:
+        i = bisect_right(self.fs_starts, addr) - 1
+        return self.fs_node[i] if i >= 0 else NONE
+
+    def stabs_at(self, addr: int) -> EipDebugInfo | None:
+        """The kernel's ``debuginfo_eip(addr)`` for this ELF's ``.stab`` (None: no STABS)."""
+        if not self.has_stabs:
+            return None
+        i = bisect_right(self.st_starts, addr) - 1
+        if i < 0:
+            i = 0
+        fa = self.st_fnaddr[i]
+        names = self.st_names
+        return EipDebugInfo(names[self.st_file[i]], self.st_line[i], names[self.st_fn[i]],
+                            addr if fa < 0 else fa, self.st_narg[i], bool(self.st_ok[i]))
+
+    def contains(self, addr: int) -> bool:
+        return any(lo <= addr < hi for lo, hi in self.load_ranges)
+
+
+# -- building ----------------------------------------------------------------------------------------
+def build(elf: ElfFile, key: str) -> ElfIndex:
+    """Read ``elf``'s symbols, DWARF and STABS into an index. Raises InputError."""
+    idx = ElfIndex(path=elf.path, key=key, elfclass=elf.elfclass, machine=elf.machine,
+                   entry=elf.entry)
+    idx.load_ranges = sorted((s.vaddr, s.vaddr + s.memsz) for s in elf.segments
+                             if s.type == PT_LOAD and s.memsz)
+    if not idx.load_ranges:  # relocatable objects / separate debug files: allocated sections
+        idx.load_ranges = sorted((s.addr, s.addr + s.size) for s in elf.sections
+                                 if s.flags & SHF_ALLOC and s.size)
+    _build_symbols(elf, idx)
+    _build_dwarf(elf, idx)
+    _build_stabs(elf, idx)
+    return idx
+
+
+def _build_symbols(elf: ElfFile, idx: ElfIndex) -> None:
+    exec_secs = {s.index: (s.addr, s.addr + s.size) for s in elf.sections
+                 if s.flags & SHF_EXECINSTR}
+    cands: list[tuple[int, int, int, str, int]] = []  # start, rank, size, name, section end
+    for name, value, size, info, shndx in elf.symbols():
+        if shndx == 0 or shndx >= 0xFF00 and shndx != 0xFFF1:  # undefined / special
+            continue
+        typ = info & 0xF
+        bind = info >> 4
+        if typ == STT_FUNC:
+            rank = 0
+        elif typ == STT_NOTYPE and shndx in exec_secs:
+            if name.startswith((".L", "$")):
+                continue
+            rank = 2
+        else:
+            continue
+        rank += 0 if bind == 1 else 1  # prefer global names for aliases
+        sec_end = exec_secs.get(shndx, (0, value + max(size, 1)))[1]
+        cands.append((value, rank, size, name, sec_end))
+    cands.sort(key=lambda c: (c[0], c[1], -c[2]))
+    best: list[tuple[int, int, str, int]] = []
+    for value, _rank, size, name, sec_end in cands:
+        if best and best[-1][0] == value:
+            if size > best[-1][1] and best[-1][1] == 0:
+                best[-1] = (value, size, best[-1][2], sec_end)
+            continue
+        best.append((value, size, name, sec_end))
+    for i, (value, size, name, sec_end) in enumerate(best):
+        # like binutils (addr2line -f) and gdb: a function extends to the next symbol of its
+        # section, past its st_size (alignment padding is attributed to it)
+        nxt = best[i + 1][0] if i + 1 < len(best) else sec_end
+        end = min(nxt, sec_end) if sec_end > value else max(nxt, value + size)
+        end = max(end, value + 1)
+        idx.sym_starts.append(value)
+        idx.sym_ends.append(end)
+        idx.sym_names.append(name)
+
+
+def _build_dwarf(elf: ElfFile, idx: ElfIndex) -> None:
+    if elf.section(".debug_info") is None and elf.section(".zdebug_info") is None:
+        return
+    sec = DwarfSections(
+        info=elf.dwarf_section(".debug_info"), abbrev=elf.dwarf_section(".debug_abbrev"),
+        line=elf.dwarf_section(".debug_line"), str=elf.dwarf_section(".debug_str"),
+        line_str=elf.dwarf_section(".debug_line_str"),
+        str_offsets=elf.dwarf_section(".debug_str_offsets"),
+        addr=elf.dwarf_section(".debug_addr"), ranges=elf.dwarf_section(".debug_ranges"),
+        rnglists=elf.dwarf_section(".debug_rnglists"))
+    try:
+        tables = read_dwarf(sec)
+    except (DwarfError, ValueError, IndexError, UnicodeDecodeError) as err:
+        raise InputError(f"{elf.path}: corrupt DWARF: {err}") from err
+    idx.has_dwarf = True
+    _index_lines(tables, idx)
+    _index_funcs(tables, idx)
+
+
+def _index_lines(t: DwarfTables, idx: ElfIndex) -> None:
+    """Merge the sequences into one address-sorted table with end-of-sequence markers.
+
+    Rows at one address were already collapsed to the last (addr2line's rule). Sequences at
+    address 0 (code discarded by ``--gc-sections``) are dropped when nothing is loaded at 0.
+    A sequence that starts where another ends replaces the end marker; overlapping sequences
+    (rare) fall back to a full sort in which the later sequence wins at equal addresses.
+    """
+    lowest = min((lo for lo, _ in idx.load_ranges), default=0)
+    seqs = [s for s in t.seqs if s[0] and not (s[0][0] == 0 and lowest > 0)]
+    seqs.sort(key=lambda s: (s[0][0], s[3]))
+    addrs, files, lines = idx.ln_addrs, idx.ln_files, idx.ln_lines
+    overlap = any(seqs[i][3] > seqs[i + 1][0][0] for i in range(len(seqs) - 1))
+    if not overlap:
+        for sa, sf, sl, end in seqs:
+            if addrs and addrs[-1] == sa[0]:  # previous end marker at our start
+                addrs.pop()
+                files.pop()
+                lines.pop()
+            addrs.extend(sa)
+            files.extend(sf)
+            lines.extend(sl)
+            if end > sa[-1]:
+                addrs.append(end)
+                files.append(-1)
+                lines.append(0)
+    else:
+        merged: list[tuple[int, int, int, int, int]] = []
+        for sn, (sa, sf, sl, end) in enumerate(seqs):
+            merged.extend((a, 1, sn, f, ln) for a, f, ln in zip(sa, sf, sl, strict=True))
+            merged.append((end, 0, sn, -1, 0))
+        merged.sort()
+        last = None
+        for a, _o, _s, f, ln in merged:
+            if a == last:
+                files[-1] = f
+                lines[-1] = ln
+                continue
+            last = a
+            addrs.append(a)
+            files.append(f)
+            lines.append(ln)
+    idx.files = t.files
+
+
+def _index_funcs(t: DwarfTables, idx: ElfIndex) -> None:
+    names: dict[str, int] = {}
+    funcs = t.funcs
+    for node in funcs:
+        nm = node.name or "??"
+        ni = names.get(nm)
+        if ni is None:
+            ni = names[nm] = len(idx.fn_names)
+            idx.fn_names.append(nm)
+        idx.fn_name.append(ni)
+        idx.fn_parent.append(node.parent)
+        idx.fn_call_file.append(node.call_file)
+        idx.fn_call_line.append(node.call_line)
+        idx.fn_entry.append(min(lo for lo, _ in node.ranges))
+    idx.fn_inlined = bytes(1 if n.inlined else 0 for n in funcs)
+    # flatten nested ranges: at each boundary the deepest open node (latest on ties) wins
+    events: list[tuple[int, int, int]] = []  # (addr, +1 open / 0 close, node)
+    for i, node in enumerate(funcs):
+        for lo, hi in node.ranges:
+            events.append((lo, 1, i))
+            events.append((hi, 0, i))
+    events.sort()
+    heap: list[tuple[int, int, int]] = []  # (-depth, -order, node)
+    open_count: dict[int, int] = {}
+    starts, nodes = idx.fs_starts, idx.fs_node
+    i = 0
+    n = len(events)
+    while i < n:
+        addr = events[i][0]
+        while i < n and events[i][0] == addr:
+            _, kind, node_i = events[i]
+            if kind:
+                open_count[node_i] = open_count.get(node_i, 0) + 1
+                heapq.heappush(heap, (-funcs[node_i].depth, -node_i, node_i))
+            else:
+                open_count[node_i] -= 1
+            i += 1
+        while heap and open_count.get(heap[0][2], 0) <= 0:
+            heapq.heappop(heap)
+        top = heap[0][2] if heap else NONE
+        if nodes and nodes[-1] == top:
+            continue
+        if starts and starts[-1] == addr:
+            nodes[-1] = top
+        else:
+            starts.append(addr)
+            nodes.append(top)
+
+
+def _build_stabs(elf: ElfFile, idx: ElfIndex) -> None:
+    stab = elf.section(".stab")
+    if stab is None:
+        return
+    table = StabTable(elf.section_data(stab), elf.section_data(".stabstr"))
+    if not len(table):
+        return
+    seg = build_segments(table)
+    idx.has_stabs = True
+    idx.st_starts = array("Q", seg.starts)
+    idx.st_file = array("i", seg.file)
+    idx.st_line = array("i", seg.line)
+    idx.st_fn = array("i", seg.fn)
+    idx.st_fnaddr = array("q", seg.fn_addr)
+    idx.st_narg = array("i", seg.narg)
+    idx.st_ok = bytes(seg.ok)
+    idx.st_names = seg.names
+
+
+def describe(idx: ElfIndex) -> dict[str, Any]:
+    """Sizes of the index tables (for ``kdiag symbolize --stats`` and the bench)."""
+    return {"symbols": len(idx.sym_starts), "line_rows": len(idx.ln_addrs),
+            "files": len(idx.files), "functions": len(idx.fn_name),
+            "func_segments": len(idx.fs_starts), "stab_segments": len(idx.st_starts)}

@@ -1,0 +1,221 @@
+"""``Symbolizer``: addresses to :class:`Location` over one or more ELFs with load biases.
+
+Typical use::
+
+    sym = Symbolizer()
+    sym.add_elf("kernel/build/kernel-i386.elf")            # linked address == run address
+    sym.add_elf("user/hello.elf", bias=0x400000)            # loaded 0x400000 above its link address
+    loc = sym.lookup(0xF01000A5)   # Location(symbol='test_backtrace', offset=0x65, file=..., line=...)
+
+Each ELF's index (:mod:`kdiag.symbols.elfindex`) is built once and cached on disk
+(:mod:`kdiag.symbols.cache`) and in memory, so a second ``add_elf`` of the same file costs a
+hash of its headers and an unpickle. ``lookup`` answers from DWARF where present, then STABS,
+then the symbol table. Corrupt files raise :class:`~kdiag.errors.InputError` with one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from bisect import bisect_right
+from collections.abc import Iterable
+
+from kdiag.errors import InputError
+from kdiag.symbols import cache
+from kdiag.symbols.elffile import file_key
+from kdiag.symbols.elfindex import NONE, ElfIndex, build
+from kdiag.symbols.location import InlinedCall, Location
+from kdiag.symbols.stabs import UNKNOWN, EipDebugInfo
+
+log = logging.getLogger(__name__)
+
+_memory: dict[str, ElfIndex] = {}
+
+
+def load_index(path: str | os.PathLike[str], use_cache: bool = True) -> ElfIndex:
+    """The index of ``path``: from memory, the disk cache, or built (then cached)."""
+    key, elf = file_key(path)
+    try:
+        idx = _memory.get(key) if use_cache else None
+        if idx is not None:
+            return _with_path(idx, elf.path)
+        data = cache.load(key) if use_cache else None
+        if data is not None:
+            try:
+                idx = ElfIndex.from_bytes(data)
+            except Exception as err:  # stale format or damaged cache file: rebuild
+                log.debug("cached index for %s unusable (%s); rebuilding", path, err)
+                idx = None
+        if idx is None:
+            try:
+                idx = build(elf, key)
+            except InputError:
+                raise
+            except (ValueError, IndexError, KeyError, OverflowError) as err:
+                raise InputError(f"{elf.path}: corrupt ELF or debug info: {err}") from err
+            if use_cache:
+                cache.store(key, idx.to_bytes())
+        if use_cache:
+            _memory[key] = idx
+        return _with_path(idx, elf.path)
+    finally:
+        elf.close()
+
+
+def _with_path(idx: ElfIndex, path: str) -> ElfIndex:
+    if idx.path != path:
+        clone = ElfIndex.__new__(ElfIndex)
+        clone.__dict__.update(idx.__dict__)
+        clone.path = path
+        return clone
+    return idx
+
+
+class Symbolizer:
+    """Symbolize addresses against several ELFs, each with a load bias (run = link + bias)."""
+
+    def __init__(self, use_cache: bool = True) -> None:
+        self.use_cache = use_cache
+        self.elfs: list[tuple[ElfIndex, int]] = []
+        self._by_name: dict[str, int] | None = None
+
+    def add_elf(self, path: str | os.PathLike[str], bias: int = 0) -> ElfIndex:
+        """Index ``path`` (cached) and add it with load ``bias``. Raises InputError."""
+        idx = load_index(path, self.use_cache)
+        self.elfs.append((idx, bias))
+        self._by_name = None
+        return idx
+
+    def __bool__(self) -> bool:
+        return bool(self.elfs)
+
+    # -- choosing the ELF ------------------------------------------------------------------------
+    def _candidates(self, addr: int) -> list[tuple[ElfIndex, int]]:
+        if len(self.elfs) == 1:
+            return self.elfs
+        inside = [(i, b) for i, b in self.elfs if i.contains(addr - b)]
+        return inside or self.elfs
+
+    # -- lookups ---------------------------------------------------------------------------------
+    def lookup(self, addr: int) -> Location | None:
+        """The Location of ``addr``, or None when no ELF knows it."""
+        for idx, bias in self._candidates(addr):
+            loc = _locate(idx, bias, addr)
+            if loc is not None:
+                return loc
+        return None
+
+    def lookup_many(self, addrs: Iterable[int]) -> list[Location | None]:
+        if len(self.elfs) == 1:
+            idx, bias = self.elfs[0]
+            return [_locate(idx, bias, a) for a in addrs]
+        return [self.lookup(a) for a in addrs]
+
+    def stabs_info(self, addr: int) -> EipDebugInfo | None:
+        """JOS ``debuginfo_eip(addr)`` from the STABS of the ELF holding ``addr``.
+
+        Like the kernel, an address outside every ELF is still searched in the (first)
+        ELF with STABS: the answer is then JOS's "<unknown>" record.
+        """
+        order = [e for e in self._candidates(addr) if e[0].has_stabs]
+        order += [e for e in self.elfs if e[0].has_stabs and e not in order]
+        for idx, bias in order:
+            info = idx.stabs_at((addr - bias) & _mask(idx))
+            if info is not None:
+                if bias:
+                    info = EipDebugInfo(info.file, info.line, info.fn_name, info.fn_addr + bias,
+                                        info.narg, info.ok)
+                return info
+        return None
+
+    def address_of(self, name: str) -> int | None:
+        """Run-time address of symbol ``name`` (first ELF that defines it)."""
+        if self._by_name is None:
+            table: dict[str, int] = {}
+            for idx, bias in reversed(self.elfs):
+                for start, nm in zip(idx.sym_starts, idx.sym_names, strict=True):
+                    table[nm] = start + bias
+            self._by_name = table
+        return self._by_name.get(name)
+
+    def has_stabs(self) -> bool:
+        return any(i.has_stabs for i, _ in self.elfs)
+
+    def elfclass(self) -> int:
+        return self.elfs[0][0].elfclass if self.elfs else 64
+
+
+def _mask(idx: ElfIndex) -> int:
+    return 0xFFFFFFFF if idx.elfclass == 32 else 0xFFFFFFFFFFFFFFFF
+
+
+def _locate(idx: ElfIndex, bias: int, addr: int) -> Location | None:
+    a = addr - bias
+    if a < 0:
+        return None
+    # symbol table
+    sym_name: str | None = None
+    sym_start: int | None = None
+    starts = idx.sym_starts
+    i = bisect_right(starts, a) - 1
+    k = i
+    ends = idx.sym_ends
+    while k >= 0 and k > i - 8:
+        if a < ends[k]:
+            sym_name = idx.sym_names[k]
+            sym_start = starts[k]
+            break
+        k -= 1
+    file: str | None = None
+    line: int | None = None
+    function: str | None = None
+    inlined: tuple[InlinedCall, ...] = ()
+    narg: int | None = None
+    source = "symtab"
+    if idx.has_dwarf:
+        j = bisect_right(idx.ln_addrs, a) - 1
+        if j >= 0:
+            f = idx.ln_files[j]
+            if f >= 0:
+                file = idx.files[f]
+                line = idx.ln_lines[j]
+                source = "dwarf"
+        j = bisect_right(idx.fs_starts, a) - 1
+        node = idx.fs_node[j] if j >= 0 else NONE
+        if node != NONE:
+            names = idx.fn_names
+            function = names[idx.fn_name[node]]
+            chain = []
+            while idx.fn_inlined[node]:
+                parent = idx.fn_parent[node]
+                cf = idx.fn_call_file[node]
+                chain.append(InlinedCall(names[idx.fn_name[parent]] if parent != NONE else "??",
+                                         idx.files[cf] if cf >= 0 else None,
+                                         idx.fn_call_line[node]))
+                if parent == NONE:
+                    break
+                node = parent
+            inlined = tuple(chain)
+            if sym_name is None:
+                sym_name = names[idx.fn_name[node]]
+                sym_start = idx.fn_entry[node]
+            if file is None:
+                source = "dwarf"
+    if file is None and idx.has_stabs:
+        info = idx.stabs_at(a)
+        if info is not None:
+            if info.ok:
+                file, line, source = info.file, info.line, "stabs"
+            if info.fn_name != UNKNOWN:
+                function = info.fn_name
+                narg = info.narg
+                if sym_name is None:
+                    sym_name, sym_start = function, info.fn_addr
+    if sym_name is None and file is None:
+        return None
+    return Location(address=addr, symbol=sym_name,
+                    offset=a - sym_start if sym_start is not None else 0,
+                    file=file, line=line, elf=idx.path,
+                    function_start=sym_start + bias if sym_start is not None else None,
+                    inlined_into=inlined, function=function, narg=narg, bias=bias,
+                    source=source)

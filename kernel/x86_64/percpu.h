@@ -1,0 +1,75 @@
+/*
+ * percpu.h - the per-CPU block and the trap frame, shared by the C kernel and its
+ * assembly entry points (isr.S, syscall_entry.S).
+ *
+ * Boot chain: tss_init() fills the block and points GS_BASE at it; the syscall entry
+ * finds its kernel stack through %gs after SWAPGS; every interrupt, exception, int 0x80
+ * and SYSCALL builds one struct trapframe on its stack.
+ */
+#ifndef KDIAG_PERCPU_H
+#define KDIAG_PERCPU_H
+
+/* struct percpu offsets (checked by _Static_assert below) */
+#define PERCPU_SELF        0
+#define PERCPU_KERNEL_RSP  8    /* stack for SYSCALL (same as TSS.RSP0) */
+#define PERCPU_USER_RSP    16   /* user RSP saved by the SYSCALL entry */
+
+/* struct trapframe offsets */
+#define TF_R15     0
+#define TF_RBP     64
+#define TF_RAX     112
+#define TF_VECTOR  120
+#define TF_ERROR   128
+#define TF_RIP     136
+#define TF_CS      144
+#define TF_RFLAGS  152
+#define TF_RSP     160
+#define TF_SS      168
+#define TF_SIZE    176
+
+#define ISR_STUB_SIZE 16        /* bytes per vector stub in isr.S */
+
+#ifndef __ASSEMBLER__
+#include <stddef.h>
+#include <stdint.h>
+
+#include "memlayout.h"
+#include "tss.h"
+
+struct percpu {
+	struct percpu *self;
+	uint64_t kernel_rsp;
+	uint64_t user_rsp;
+	uint64_t cpu_id;
+	struct tss64 tss __attribute__((aligned(16)));
+};
+
+/* Saved by the entry stubs: GPRs (pushed rax first), then vector and error code, then
+ * the frame the CPU pushed (or SYSCALL's equivalent). */
+struct trapframe {
+	uint64_t r15, r14, r13, r12, r11, r10, r9, r8;
+	uint64_t rbp, rdi, rsi, rdx, rcx, rbx, rax;
+	uint64_t vector;     /* 0-255, or T_SYSCALL_INSN */
+	uint64_t error;      /* CPU error code, or 0 */
+	uint64_t rip, cs, rflags, rsp, ss;
+};
+
+/* A kernel stack and the guard page below it (unmapped in the kernel's tables). */
+struct kstack {
+	uint8_t guard[KSTACK_GUARD];
+	uint8_t stack[KSTACK_SIZE];
+};
+
+_Static_assert(offsetof(struct percpu, kernel_rsp) == PERCPU_KERNEL_RSP, "percpu layout");
+_Static_assert(offsetof(struct percpu, user_rsp) == PERCPU_USER_RSP, "percpu layout");
+_Static_assert(offsetof(struct trapframe, rbp) == TF_RBP, "trapframe layout");
+_Static_assert(offsetof(struct trapframe, rax) == TF_RAX, "trapframe layout");
+_Static_assert(offsetof(struct trapframe, vector) == TF_VECTOR, "trapframe layout");
+_Static_assert(offsetof(struct trapframe, rip) == TF_RIP, "trapframe layout");
+_Static_assert(offsetof(struct trapframe, cs) == TF_CS, "trapframe layout");
+_Static_assert(offsetof(struct trapframe, ss) == TF_SS, "trapframe layout");
+_Static_assert(sizeof(struct trapframe) == TF_SIZE, "trapframe layout");
+_Static_assert(sizeof(struct kstack) == KSTACK_STRIDE, "kstack layout");
+#endif
+
+#endif

@@ -1,0 +1,77 @@
+/*
+ * syscall_entry.S - the SYSCALL entry point (MSR_LSTAR) and the SYSRET exit.
+ *
+ * Boot chain: user.c programs STAR/LSTAR/SFMASK before the user task starts.  SYSCALL
+ * arrives here in ring 0 with RCX = user RIP, R11 = user RFLAGS, IF/TF/DF cleared by
+ * SFMASK, and the user's RSP and GS: SWAPGS makes %gs the per-CPU block, whose
+ * kernel_rsp (= TSS.RSP0) becomes the stack.  The frame built is a struct trapframe
+ * with vector T_SYSCALL_INSN, so syscall_dispatch serves int 0x80 and SYSCALL alike.
+ * SYSRETQ returns with CS = STAR[63:48] + 16 and SS = STAR[63:48] + 8 (RPL 3).
+ */
+#include "gdt.h"
+#include "idt.h"
+#include "percpu.h"
+
+	.cfi_sections .debug_frame
+	.text
+	.globl syscall_entry
+	.type syscall_entry, @function
+syscall_entry:
+	swapgs
+	mov %rsp, %gs:PERCPU_USER_RSP
+	mov %gs:PERCPU_KERNEL_RSP, %rsp
+	pushq $USER_DS                /* SS (what SYSRET will load) */
+	pushq %gs:PERCPU_USER_RSP     /* RSP */
+	push %r11                     /* RFLAGS */
+	pushq $USER_CS                /* CS */
+	push %rcx                     /* RIP */
+	pushq $0                      /* error code */
+	pushq $T_SYSCALL_INSN         /* vector */
+	push %rax
+	push %rbx
+	push %rcx
+	push %rdx
+	push %rsi
+	push %rdi
+	push %rbp
+	push %r8
+	push %r9
+	push %r10
+	push %r11
+	push %r12
+	push %r13
+	push %r14
+	push %r15
+	pushq TF_RIP(%rsp)            /* frame record for backtraces */
+	push %rbp
+	mov %rsp, %rbp
+	lea 16(%rsp), %rdi
+	call syscall_dispatch
+	add $16, %rsp
+	pop %r15
+	pop %r14
+	pop %r13
+	pop %r12
+	pop %r11
+	pop %r10
+	pop %r9
+	pop %r8
+	pop %rbp
+	pop %rdi
+	pop %rsi
+	pop %rdx
+	pop %rcx
+	pop %rbx
+	pop %rax
+	add $16, %rsp                 /* vector, error code */
+	pop %rcx                      /* RIP for SYSRET */
+	add $8, %rsp                  /* CS */
+	pop %r11                      /* RFLAGS for SYSRET */
+	pop %rsp                      /* user RSP (SS slot is left behind) */
+	swapgs
+	.globl syscall_sysretq
+syscall_sysretq:
+	sysretq
+	.size syscall_entry, . - syscall_entry
+
+	.section .note.GNU-stack, "", @progbits
