@@ -18,20 +18,36 @@ from kdiag import __version__
 from kdiag.errors import KdiagError
 
 
-def _command_modules() -> list[ModuleType]:
+def _command_names() -> list[str]:
+    """Command module names (each module's file name is its command name)."""
     import kdiag.commands as pkg
 
+    return sorted(i.name for i in pkgutil.iter_modules(pkg.__path__) if not i.name.startswith("_"))
+
+
+def _command_modules(only: str | None = None) -> list[ModuleType]:
+    """Import the command modules: all of them, or just ``only`` (fast start for one command)."""
     mods = []
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name.startswith("_"):
+    for name in _command_names():
+        if only is not None and name != only:
             continue
-        mod = importlib.import_module(f"kdiag.commands.{info.name}")
+        mod = importlib.import_module(f"kdiag.commands.{name}")
         if hasattr(mod, "NAME") and hasattr(mod, "run"):
             mods.append(mod)
     return sorted(mods, key=lambda m: m.NAME)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen_command(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv`` when it is a known one, else None (import them all)."""
+    names = set(_command_names())
+    for arg in argv:
+        if arg.startswith("-"):
+            continue
+        return arg if arg in names else None
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kdiag",
         description="Readable machine state and crash diagnosis for x86 kernels under QEMU.",
@@ -40,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--traceback", action="store_true",
                         help="show a full Python traceback on errors (for bug reports)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in _command_modules():
+    only = _chosen_command(argv) if argv is not None else None
+    for mod in _command_modules(only):
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
@@ -52,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kdiag`` console script. Returns the process exit code."""
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or usage error (2)

@@ -395,7 +395,12 @@ class QemuInstance:
         if self._qmp is None:
             raise LaunchError("QEMU is not running")
         try:
-            reply = self._qmp.cmd(command, **arguments) if arguments else self._qmp.cmd(command)
+            # qemu.qmp >= 0.0.3: cmd_raw() returns the whole reply; cmd() only its "return"
+            # value (raising on errors). Older versions only have cmd(), returning the reply.
+            if hasattr(self._qmp, "cmd_raw"):
+                reply = self._qmp.cmd_raw(command, arguments or None)
+            else:
+                reply = self._qmp.cmd(command, **arguments) if arguments else self._qmp.cmd(command)
         except Exception as err:
             raise LaunchError(f"QMP {command} failed: QEMU gone? ({err})") from err
         if "error" in reply:

@@ -405,7 +405,8 @@ class MonitorShell:
     def help_text(self, topic: str = "") -> str:
         topic = topic.strip()
         if not topic:
-            doc = (__doc__ or "").split("\n\n")[1]
+            doc = __doc__ or ""
+            doc = doc[doc.find("What a line means"):doc.find(":class:`MonitorShell`")].strip()
             names = ", ".join(sorted(self.commands)) or "(none installed)"
             return (f"{doc}\n\nkdiag commands here: {names}\n"
                     f"QMP: {len(self.model.qmp)} commands; HMP: {len(self.model.hmp)} commands "

@@ -131,14 +131,23 @@ def wait_for_stop(session: QmpSession, timeout: float | None = None,
             return kind, got, False
 
 
-def diagnose(target: QmpTarget, elfs: Sequence[str | Path] = ()) -> tuple[Any, str, dict[str, Any]]:
-    """Run the live triage on ``target``; return ``(diagnosis, text, json_document)``."""
-    from kdiag.render import triage as render  # type: ignore[attr-defined]
-    from kdiag.triage import live  # type: ignore[attr-defined]
+def diagnose(target: QmpTarget, elfs: Sequence[str | Path] = (),
+             log_path: str | Path | None = None) -> tuple[Any, str, dict[str, Any]]:
+    """Run the live triage on ``target``; return ``(diagnosis, text, json_document)``.
 
+    ``kdiag.triage.engine.triage_state`` applies the rules ``kd triage`` uses to the live
+    registers, reading the IDT/GDT/TSS/page tables through ``target``. With ``log_path`` (the
+    QEMU ``-d int,cpu_reset`` log of this run) the fatal chain from the log is added.
+    """
+    from kdiag.render.triage import to_json, to_text
+    from kdiag.triage.engine import triage_path, triage_state
+    from kdiag.triage.location import KernelImage, parse_elf_spec
+
+    image = KernelImage([parse_elf_spec(str(e)) for e in elfs]) if elfs else None
     state = target.state()
-    diag = live.triage_target(target, state=state, elfs=[str(e) for e in elfs])
-    return diag, render.to_text(diag), render.to_json(diag)
+    chain = triage_path(log_path, image=image).chain if log_path else None
+    diag = triage_state(state, target=target, image=image, chain=chain)
+    return diag, to_text(diag), to_json(diag)
 
 
 def save_core(session: QmpSession, path: str | Path, timeout: float = DUMP_TIMEOUT) -> Path:
@@ -167,6 +176,7 @@ def save_core(session: QmpSession, path: str | Path, timeout: float = DUMP_TIMEO
 
 def watch(session: QmpSession, *, elfs: Sequence[str | Path] = (), timeout: float | None = None,
           save_core_path: str | Path | None = None, as_json: bool = False,
+          log_path: str | Path | None = None,
           out: TextIO | None = None, err: TextIO | None = None) -> WatchResult:
     """Wait for the triple fault on ``session``, diagnose it, print the report.
 
@@ -199,7 +209,7 @@ def watch(session: QmpSession, *, elfs: Sequence[str | Path] = (), timeout: floa
     target = QmpTarget(session, owns_session=False)
     try:
         try:
-            diag, text, doc = diagnose(target, elfs)
+            diag, text, doc = diagnose(target, elfs, log_path)
         except TargetGone as gone:
             raise TargetGone(f"{gone}: QEMU exited after the guest stopped; start it with "
                              "-no-reboot -no-shutdown so the machine stays frozen") from gone
@@ -210,7 +220,7 @@ def watch(session: QmpSession, *, elfs: Sequence[str | Path] = (), timeout: floa
             out.write(text.rstrip("\n") + "\n")
         out.flush()
         result.report_time = time.time()
-        result.exit_code = EXIT_DIAGNOSED
+        result.exit_code = int(getattr(diag, "exit_code", EXIT_DIAGNOSED))
         if result.latency is not None:
             say(f"report printed {result.latency * 1000:.0f} ms after the triple fault")
         if save_core_path is not None:
@@ -224,7 +234,8 @@ def watch(session: QmpSession, *, elfs: Sequence[str | Path] = (), timeout: floa
 
 
 def watch_path(qmp_path: str, elfs: Sequence[str | Path] = (), timeout: float | None = None,
-               save_core_path: str | Path | None = None, as_json: bool = False) -> int:
+               save_core_path: str | Path | None = None, as_json: bool = False,
+               log_path: str | Path | None = None) -> int:
     """Connect to ``qmp_path``, :func:`watch`, return the exit code (errors: one line, 2).
 
     The entry point of ``kdiag run --watch``.
@@ -232,7 +243,7 @@ def watch_path(qmp_path: str, elfs: Sequence[str | Path] = (), timeout: float | 
     try:
         with QmpSession.connect(qmp_path) as session:
             return watch(session, elfs=elfs, timeout=timeout, save_core_path=save_core_path,
-                         as_json=as_json).exit_code
+                         as_json=as_json, log_path=log_path).exit_code
     except KdiagError as error:
         print(f"kdiag: error: {error}", file=sys.stderr)
         return error.exit_code

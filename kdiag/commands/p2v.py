@@ -31,6 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     target = open_target(args)
-    rep = p2v_report(target, args, args.pa)
+    try:
+        rep = p2v_report(target, args, args.pa)
+    finally:
+        close = getattr(target, "close", None)
+        if callable(close):
+            close()
     print(rep.output(args.json))
     return 0 if not rep.diagnosed else 1

@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from kdiag.commands._target import add_target_arguments, open_target, parse_int
 from kdiag.errors import UsageError
 from kdiag.paging.checks import CheckOptions, Severity, check
-from kdiag.paging.config import MODE_CHOICES, PagingConfig, resolve_config
+from kdiag.paging.config import MODE_CHOICES, PAT_DEFAULT, PagingConfig, resolve_config
 from kdiag.paging.dump import DumpLimits, dump, reverse_lookup
 from kdiag.paging.filters import PageFilter, parse_memtypes, parse_va_range
 from kdiag.paging.tables import TableCache
@@ -88,8 +88,8 @@ def _region_arg(text: str) -> tuple[int, int]:
     return lo, hi - lo
 
 
-def add_paging_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--cr3``, ``--mode``, ``--pat``, ``--maxphyaddr``, ``--json`` (CLI and gdb)."""
+def add_paging_arguments(parser: argparse.ArgumentParser, with_json: bool = True) -> None:
+    """``--cr3``, ``--mode``, ``--pat``, ``--maxphyaddr`` and ``--json`` (gdb adds its own)."""
     g = parser.add_argument_group("address space")
     g.add_argument("--cr3", type=parse_int, metavar="ADDR",
                    help="walk the tables at this CR3 value instead of the live CR3")
@@ -100,7 +100,8 @@ def add_paging_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--maxphyaddr", type=int, metavar="BITS",
                    help="physical address width for reserved-bit checks (default 52: only "
                         "always-reserved bits; QEMU TCG uses 40)")
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    if with_json:
+        parser.add_argument("--json", action="store_true", help="print one JSON document")
 
 
 def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
@@ -177,22 +178,43 @@ def limits_from_args(args: argparse.Namespace) -> DumpLimits:
 
 
 def config_from_args(target: Target, args: argparse.Namespace) -> PagingConfig:
-    return resolve_config(target, cr3=getattr(args, "cr3", None),
-                          mode=getattr(args, "mode", None), pat=getattr(args, "pat", None),
-                          maxphyaddr=getattr(args, "maxphyaddr", None))
+    """The PagingConfig for ``args``. Besides the options, callers (gdb) may set
+    ``args.pat_source`` (where a given ``args.pat`` came from), ``args.pat_error`` (why it
+    could not be read) or ``args.no_msr`` (do not read it)."""
+    no_read = bool(getattr(args, "no_msr", False))
+    err = getattr(args, "pat_error", None)
+    cfg = resolve_config(target, cr3=getattr(args, "cr3", None),
+                         mode=getattr(args, "mode", None), pat=getattr(args, "pat", None),
+                         maxphyaddr=getattr(args, "maxphyaddr", None),
+                         read_pat=not (no_read or err))
+    if cfg.pat_source == PAT_DEFAULT and (no_read or err):
+        note = (f"IA32_PAT unreadable ({err}); assuming the power-on default" if err else
+                "IA32_PAT not read (--no-msr); assuming the power-on default")
+        cfg = replace(cfg, pat_note=note)
+    source = getattr(args, "pat_source", None)
+    if source and getattr(args, "pat", None) is not None:
+        cfg = replace(cfg, pat_source=source)
+    return cfg
 
 
 def ram_from_target(target: Target) -> tuple[tuple[int, int], ...] | None:
-    """RAM ranges the backend knows: ``ram_regions()`` (a core's PT_LOADs, a memory map) or
-    ``ram_size`` (optional attributes, not part of the Target protocol)."""
-    regions = getattr(target, "ram_regions", None)
-    if callable(regions):
-        try:
-            got = tuple((int(a), int(b)) for a, b in regions())
-        except Exception:  # noqa: BLE001 - an optional hint; never fatal
-            got = ()
-        if got:
-            return got
+    """RAM ranges (half-open) the backend knows, from optional attributes outside the Target
+    protocol: ``ram_ranges`` (a core's PT_LOADs; list or method), ``memory_map()`` (QMP's
+    flat view; RAM and ROM entries, inclusive ends) or ``ram_size``."""
+    try:
+        ranges = getattr(target, "ram_ranges", None)
+        if callable(ranges):
+            ranges = ranges()
+        if ranges:
+            return tuple((int(a), int(b)) for a, b in ranges)
+        mm = getattr(target, "memory_map", None)
+        if callable(mm):
+            got = tuple((int(r.start), int(r.end) + 1) for r in mm()
+                        if getattr(r, "kind", "") in ("ram", "rom", "romd"))
+            if got:
+                return got
+    except Exception:  # noqa: BLE001 - an optional hint; never fatal
+        pass
     size = getattr(target, "ram_size", None)
     if isinstance(size, int) and size > 0:
         return ((0, size),)
@@ -238,7 +260,8 @@ def pt_report(target: Target, args: argparse.Namespace, *,
     if not checking:
         return PagingReport(R.dump_to_text(d), R.dump_to_json(d), False)
     anomalies = check(d, check_options_from_args(target, args))
-    text = "\n".join(R.dump_header(d) + [R.anomalies_to_text(anomalies, cfg), R.stats_text(d)])
+    text = "\n".join(R.dump_header(d, note=False)
+                     + [R.anomalies_to_text(anomalies, cfg), R.stats_text(d)])
     bad = any(a.severity in (Severity.ERROR, Severity.WARNING) for a in anomalies)
     return PagingReport(text, R.dump_to_json(d, anomalies), bad)
 
@@ -266,6 +289,11 @@ def p2v_report(target: Target, args: argparse.Namespace, pa: int, *,
 
 def run(args: argparse.Namespace) -> int:
     target = open_target(args)
-    rep = pt_report(target, args)
+    try:
+        rep = pt_report(target, args)
+    finally:
+        close = getattr(target, "close", None)
+        if callable(close):
+            close()
     print(rep.output(args.json))
     return 1 if rep.diagnosed else 0

@@ -37,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     target = open_target(args)
-    rep = walk_report(target, args, list(args.va))
+    try:
+        rep = walk_report(target, args, list(args.va))
+    finally:
+        close = getattr(target, "close", None)
+        if callable(close):
+            close()
     print(rep.output(args.json))
     return 1 if rep.diagnosed else 0

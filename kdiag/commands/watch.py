@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print the triage JSON document instead of text")
     parser.add_argument("--save-core", type=Path, metavar="FILE",
                         help="also write a dump-guest-memory ELF core of the frozen machine")
+    parser.add_argument("--log", type=Path, metavar="FILE",
+                        help="the run's QEMU -d int,cpu_reset log: adds the exception chain "
+                             "(vectors, error codes) to the live state")
     parser.add_argument("--timeout", type=float, metavar="S",
                         help="give up after S seconds without a triple fault (exit 4)")
 
@@ -50,5 +53,5 @@ def run(args: argparse.Namespace) -> int:
 
     with QmpSession.connect(args.qmp) as session:
         result = watch(session, elfs=args.elf, timeout=args.timeout,
-                       save_core_path=args.save_core, as_json=args.json)
+                       save_core_path=args.save_core, as_json=args.json, log_path=args.log)
     return result.exit_code

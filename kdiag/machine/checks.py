@@ -11,7 +11,8 @@ Vocabulary (stable; tests and JSON consumers rely on it):
 ``star-syscall``           SYSCALL's CS/SS (STAR[47:32], +8) are not 64-bit kernel code / data
 ``star-sysret``            SYSRET's SS/CS (STAR[63:48]+8, +16) are not user data / 64-bit code
                            (the diary's lesson: user data must come right before user code)
-``star-sysret32``          (note) SYSRET to compatibility mode would load a non-32-bit-code CS
+``star-sysret32``          (note) the GDT has 32-bit user code, but SYSRET to compatibility mode
+                           would load another descriptor as CS
 ``lstar-invalid``          SCE is on but LSTAR is zero, non-canonical or unmapped
 ``segment-beyond-gdt``     a segment register's selector lies beyond the GDT limit (a stale
                            selector from the firmware's GDT, the diary's CS 0x38)
@@ -165,8 +166,10 @@ def check_star(star: Star, gdt: GdtView, efer: int) -> list[Finding]:
             (star_ev, _entry(gdt, uss), _entry(gdt, ucs)),
             (("gdt", uss & ~7), ("gdt", ucs & ~7))))
     d32 = gdt.lookup(ucs32)
-    if not (isinstance(d32, SegmentDescriptor) and d32.is_code and d32.code_bits == 32
-            and d32.dpl == 3):
+    has_user32 = any(isinstance(e.descriptor, SegmentDescriptor) and e.descriptor.code_bits == 32
+                     and e.descriptor.dpl == 3 and e.descriptor.present for e in gdt.entries)
+    if has_user32 and not (isinstance(d32, SegmentDescriptor) and d32.is_code
+                           and d32.code_bits == 32 and d32.dpl == 3):
         out.append(Finding(
             "star-sysret32", Severity.NOTE,
             f"SYSRET to 32-bit user code (sysretl) would load CS={_sel(ucs32)}, which is "
@@ -324,6 +327,7 @@ def check_idt(idt: IdtView, gdt: GdtView | None, tss: TssView | None,
     unmapped: dict[int, list[int]] = {}
     ist_empty: dict[int, list[int]] = {}
     page_ok: dict[int, bool | None] = {}
+    sel_ok: dict[int, bool] = {}
     for e in idt.entries:
         g = e.gate
         if not g.present:
@@ -333,12 +337,14 @@ def check_idt(idt: IdtView, gdt: GdtView | None, tss: TssView | None,
             continue
         if g.kind == DescriptorKind.TASK_GATE:
             continue
-        if gdt is not None:
-            d = gdt.lookup(g.selector.raw) if not g.selector.ti else None
-            good = isinstance(d, SegmentDescriptor) and d.is_code and d.present and (
-                d.long and not d.db if lm else True)
-            if not good and not g.selector.ti:
-                bad_sel.setdefault(g.selector.raw, []).append(e.vector)
+        if gdt is not None and not g.selector.ti:
+            sel = g.selector.raw
+            if sel not in sel_ok:
+                d = gdt.lookup(sel)
+                sel_ok[sel] = isinstance(d, SegmentDescriptor) and d.is_code and d.present and (
+                    d.long and not d.db if lm else True)
+            if not sel_ok[sel]:
+                bad_sel.setdefault(sel, []).append(e.vector)
         if lm and not is_canonical(g.offset):
             noncanon.append(e.vector)
         elif target is not None:

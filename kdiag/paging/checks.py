@@ -14,7 +14,9 @@ reserved-bit           error     other reserved bits / PS where it is reserved
 table-beyond-ram       error     a paging structure outside the RAM the memory map reports
 table-unreadable       error     an entry points to a table that cannot be read
 table-loop             error     an entry points back to an ancestor table
-w+x                    warning   writable and executable mappings
+pdpte-reserved         warning   PAE PDPTE with R/W, U/S or other reserved bits: works under
+                                 QEMU, #GP at MOV CR3 on a real CPU
+w+x                    warning   writable and executable mappings (info in 32-bit paging)
 page-beyond-ram        warning   cacheable (WB/WT/WP) pages entirely outside RAM
 lower-half-mapped      warning   supervisor-only mappings below the kernel half (a leftover
                                  identity/UEFI map colliding with user space)
@@ -58,6 +60,7 @@ class AnomalyKind(StrEnum):
     MEMTYPE_CONFLICT = "memtype-conflict"
     NX_WITHOUT_NXE = "nx-without-nxe"
     RESERVED = "reserved-bit"
+    PDPTE_RESERVED = "pdpte-reserved"
     TABLE_BEYOND_RAM = "table-beyond-ram"
     TABLE_UNREADABLE = "table-unreadable"
     LOOP = "table-loop"
@@ -211,9 +214,14 @@ def check(dump: Dump, options: CheckOptions | None = None) -> list[Anomaly]:
             "clear U/S on the kernel's entries (at every level: U/S is ANDed, so one clear "
             "bit above is enough)", n)
     regs, n = _mapping_regions((m for m in maps if m.wx), lim)
-    if n:
+    if n and mode is PagingMode.BITS32:
+        add(AnomalyKind.WX, Severity.INFO,
+            f"{n} writable range(s) are executable: 32-bit paging has no XD bit", regs,
+            "W^X needs PAE or IA-32e paging with EFER.NXE", n)
+    elif n:
         add(AnomalyKind.WX, Severity.WARNING, f"{n} writable and executable range(s)", regs,
-            "map code read-only and data XD (W^X); needs EFER.NXE for XD", n)
+            "map code read-only and data XD (W^X)" + (
+                "" if cfg.params.nxe else "; XD needs EFER.NXE=1, which is off"), n)
     if mode is not PagingMode.NONE and not cfg.params.wp:
         add(AnomalyKind.WP_DISABLED, Severity.WARNING,
             "CR0.WP=0: supervisor writes ignore R/W, read-only protection is void for the kernel",
@@ -238,6 +246,13 @@ def check(dump: Dump, options: CheckOptions | None = None) -> list[Anomaly]:
             f"{len(rsvd)} entr(y/ies) with reserved bits set (#PF with RSVD=1)",
             issue_regions(rsvd), "garbage in the table, or an address above MAXPHYADDR",
             len(rsvd))
+    if IssueKind.SOFT_RESERVED in by_kind:
+        items = by_kind[IssueKind.SOFT_RESERVED]
+        add(AnomalyKind.PDPTE_RESERVED, Severity.WARNING,
+            f"{len(items)} PAE PDPTE(s) set reserved bits (QEMU ignores them; real CPUs "
+            "raise #GP when loading CR3)", issue_regions(items),
+            "PAE PDPTEs take only P, PWT, PCD and the address: drop R/W, U/S, A, D, PS, G",
+            len(items))
     if IssueKind.UNREADABLE in by_kind:
         items = by_kind[IssueKind.UNREADABLE]
         add(AnomalyKind.TABLE_UNREADABLE, Severity.ERROR,

@@ -66,6 +66,7 @@ class IssueKind(StrEnum):
     RECURSIVE = "recursive-self-map"
     LOOP = "table-loop"
     UNREADABLE = "table-unreadable"
+    SOFT_RESERVED = "reserved-ignored"  # SDM-reserved, ignored by QEMU (PAE PDPTEs): followed
 
 
 _ISSUE_FROM_STOP = {StopReason.RESERVED: IssueKind.RESERVED,
@@ -407,8 +408,11 @@ class _Dumper:
         leaf_level = lv.last or mk.leaf_ps
         page = mk.page_size
         # Fast path: a full table of leaves mapping consecutive frames with equal attributes.
-        if missing == 0 and leaf_level and n > 4 and self._fast(data, mk, base_va, inh, table):
-            return
+        if missing == 0 and leaf_level and n > 4:
+            if self._fast(data, mk, base_va, inh, table):
+                return
+            if self.segments is None and self._uniform(data, mk, base_va, inh):
+                return
         fmt = f"<{n}Q" if esz == 8 else f"<{n}I"
         ents = struct.unpack(fmt, data)
         if missing == 0:
@@ -491,6 +495,8 @@ class _Dumper:
             if self.any_prune and f.prunes(bool(cinh & 1), bool(cinh & 2), bool(cinh & 4)):
                 continue
             child = e & addr_table
+            if e & mk.soft_rsvd:
+                items.append(("soft", va, i, e, child))
             if child in path:
                 items.append(("loop", va, i, e, child))
                 continue
@@ -530,6 +536,13 @@ class _Dumper:
             elif tag == "rsvd":
                 _, va, i, e = it
                 self._reserved(va, mk, table, i, e)
+            elif tag == "soft":
+                _, va, i, e, child = it
+                bits = ", ".join(str(b) for b in range(64) if (e & mk.soft_rsvd) >> b & 1)
+                self._issue(IssueKind.SOFT_RESERVED, va, span, mk, table, i, e, child,
+                            f"{lv.name}[{i}] sets bit(s) {bits}, reserved in a PAE PDPTE: "
+                            "QEMU ignores them (followed here), a real CPU raises #GP at "
+                            "MOV CR3")
             else:  # loop
                 _, va, i, e, child = it
                 if child == table:
@@ -541,6 +554,36 @@ class _Dumper:
                     self._issue(IssueKind.LOOP, va, span, mk, table, i, e, child,
                                 f"{lv.name}[{i}] points back to the {anc} at {child:#x} "
                                 "(a loop in the hierarchy); not descended")
+
+    def _uniform(self, data: bytes, mk: LevelMasks, base_va: int, inh: int) -> bool:
+        """Recognise a full table of leaves with equal attributes but scattered frames.
+
+        Byte lanes (``data[k::esz]``) masked to the attribute bits (P, R/W, U/S, PWT, PCD,
+        PAT, PS, XD) must each hold one repeated value, and the lanes holding reserved bits
+        must be all zero: C-level work, no loop per entry. The table becomes one scattered
+        chunk (only used when PA pieces are not collected).
+        """
+        lv = mk.level
+        esz = lv.entry_size
+        n = lv.entries
+        pat_bit = 1 << mk.pat_bit
+        attr_mask = 0x1F | pat_bit | (0 if lv.last else 0x80) | ((1 << 63) if esz == 8 else 0)
+        first = 0
+        for k, m in _lane_masks(attr_mask, esz):
+            lane = data[k::esz].translate(_keep(m))
+            v = lane[0]
+            if lane.count(v) != n:
+                return False
+            first |= v << (8 * k)
+        if not lv.last and not first & 0x80:
+            return False
+        for k, m in _lane_masks(mk.rsvd_leaf, esz):
+            if data[k::esz].translate(_keep(m)).count(0) != n:
+                return False
+        self.stats.fast_tables += 1
+        key = self._key(inh, first & ~0x81 if not lv.last else first & ~1, pat_bit)
+        self._emit(base_va, n * mk.page_size, None, key, mk.page_size, n)
+        return True
 
     def _fast(self, data: bytes, mk: LevelMasks, base_va: int, inh: int, table: int) -> bool:
         """Recognise a table of n leaves mapping consecutive frames with equal attributes."""
@@ -578,6 +621,17 @@ class _Dumper:
         attr = e0 & (0x1E | pat_bit | ((1 << 63) if esz == 8 else 0))
         self._emit(base_va, n * page, pa, self._key(inh, attr, pat_bit), page, n)
         return True
+
+
+@lru_cache(maxsize=64)
+def _keep(mask: int) -> bytes:
+    """A bytes.translate table keeping only the bits of ``mask`` (one byte)."""
+    return bytes(b & mask for b in range(256))
+
+
+def _lane_masks(value: int, esz: int) -> list[tuple[int, int]]:
+    """(byte index, byte mask) for every non-zero byte of ``value`` within an entry."""
+    return [(k, (value >> (8 * k)) & 0xFF) for k in range(esz) if (value >> (8 * k)) & 0xFF]
 
 
 def dump(target: Target, config: PagingConfig, *, filters: PageFilter | None = None,

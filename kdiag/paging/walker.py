@@ -119,14 +119,17 @@ class Walk:
         return None if self.pa is None else self.pa & ~(self.page_size - 1)
 
 
+def _bit_list(mask: int) -> str:
+    return ", ".join(str(b) for b in range(64) if mask >> b & 1)
+
+
 def _reserved_reason(entry: PageEntry) -> tuple[StopReason, str]:
     lv = entry.level.name
     if entry.nx_reserved and entry.reserved == 1 << 63:
         return StopReason.NX_RESERVED, f"{lv} entry has XD (bit 63) set while EFER.NXE=0"
     if entry.ps_reserved and entry.reserved == 0x80:
         return StopReason.PS_RESERVED, f"{lv} entry has PS=1, which is reserved at this level"
-    bits = [str(b) for b in range(64) if entry.reserved >> b & 1]
-    return StopReason.RESERVED, f"{lv} entry has reserved bit(s) {', '.join(bits)} set"
+    return StopReason.RESERVED, f"{lv} entry has reserved bit(s) {_bit_list(entry.reserved)} set"
 
 
 def walk(target: Target, va: int, config: PagingConfig, *,
@@ -172,6 +175,9 @@ def walk(target: Target, va: int, config: PagingConfig, *,
             else:
                 anc = masks[path.index(entry.addr)].level.name
                 note = f"loop: points back to the {anc} at {entry.addr:#x}"
+        if entry.soft_reserved:
+            note = (f"bit(s) {_bit_list(entry.soft_reserved)} are reserved in a PAE PDPTE: "
+                    "QEMU ignores them, a real CPU raises #GP when MOV CR3 loads it")
         steps.append(WalkStep(lv, table, idx, eaddr, entry, note))
         if entry.kind is EntryKind.NOT_PRESENT:
             return Walk(va, config, tuple(steps), None, stop=StopReason.NOT_PRESENT,

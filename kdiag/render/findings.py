@@ -44,3 +44,20 @@ def symbol_suffix(symbolize: Symbolizer | None, addr: int) -> str | None:
         return symbolize(addr)
     except Exception:  # a symbolizer must never break a table
         return None
+
+
+def symbol_of_stack_top(symbolize: Symbolizer | None, top: int) -> str | None:
+    """Name a stack *top* (one past the last byte) by the object it ends: ``kstacks+0x19000``.
+
+    Symbolizing the top itself would name whatever object follows the stack.
+    """
+    if not top:
+        return None
+    inner = symbol_suffix(symbolize, top - 1)
+    if inner is None:
+        return None
+    name, plus, off = inner.partition("+")
+    try:
+        return f"{name}+{int(off, 16) + 1:#x}" if plus else f"{name}+0x1"
+    except ValueError:
+        return None

@@ -60,7 +60,13 @@ def page_name(size: int) -> str:
 
 
 def _width(cfg: PagingConfig) -> int:
+    """Hex digits of a linear address in this mode."""
     return 8 if cfg.mode in (PagingMode.BITS32, PagingMode.PAE) else 16
+
+
+def _pwidth(cfg: PagingConfig) -> int:
+    """Hex digits of a physical address: 40 bits with PSE-36, 52 otherwise."""
+    return 10 if cfg.mode is PagingMode.BITS32 else 16
 
 
 def _addr(v: int, width: int) -> str:
@@ -243,22 +249,22 @@ def _pages_text(m: Mapping) -> str:
     return f"{m.pages} pages: " + "+".join(page_name(s) for s in m.page_sizes)
 
 
-def mapping_line(m: Mapping, width: int) -> str:
-    pa = "scattered" if m.pa is None else _addr(m.pa, max(width, 9))
+def mapping_line(m: Mapping, width: int, pwidth: int = 16) -> str:
+    pa = "scattered" if m.pa is None else _addr(m.pa, pwidth)
     mt = m.memtype.label if m.memtype is not None else "?"
     return (f"{_addr(m.va, width)}-{_addr(m.end, width)} {size_text(m.size):>9}  "
-            f"{pa:<{max(width, 9) + 2}}  {perm_text(m)}  {mt:<3}  {_pages_text(m)}")
+            f"{pa:<{pwidth + 2}}  {perm_text(m)}  {mt:<3}  {_pages_text(m)}")
 
 
 def issue_line(i: TableIssue, width: int) -> str:
     return f"{_addr(i.va, width)}-{_addr(i.end, width)}  {i.kind.value}: {i.detail}"
 
 
-def dump_header(d: Dump) -> list[str]:
+def dump_header(d: Dump, note: bool = True) -> list[str]:
     cfg = d.config
     lines = [f"{mode_text(cfg)}, CR3 {cfg.cr3:#x}" + (" (overridden)" if cfg.overridden else "")
              + f"; {pat_text(cfg)}"]
-    if cfg.pat_note:
+    if cfg.pat_note and note:
         lines.append(f"note: {cfg.pat_note}")
     if not d.filters.empty:
         lines.append(f"filters: {d.filters.describe()}")
@@ -272,10 +278,10 @@ def dump_to_text(d: Dump, *, show_issues: bool = True, show_stats: bool = True) 
         lines.append("paging is disabled (CR0.PG=0): linear addresses are physical")
         return "\n".join(lines)
     width = _width(cfg)
-    pw = max(width, 9) + 2
-    lines.append(f"{'start':<{width + 2}} {'end':<{width + 2}} {'size':>9}  {'phys':<{pw}}  "
-                 "perm  type pages")
-    lines.extend(mapping_line(m, width) for m in d.mappings)
+    pwidth = _pwidth(cfg)
+    lines.append(f"{'start':<{width + 2}} {'end':<{width + 2}} {'size':>9}  "
+                 f"{'phys':<{pwidth + 2}}  perm  type pages")
+    lines.extend(mapping_line(m, width, pwidth) for m in d.mappings)
     if not d.mappings:
         lines.append("(no mappings" + (" match the filters)" if not d.filters.empty else ")"))
     if show_issues and d.issues:

@@ -11,8 +11,7 @@ passes them only when asked to.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 
 from kdiag.errors import KdiagError, MsrUnavailable
 from kdiag.machine.checks import (
@@ -26,19 +25,40 @@ from kdiag.machine.checks import (
 )
 from kdiag.machine.tables import GdtView, TssView, read_gdt, read_idt, read_tss, segment_users
 from kdiag.render import regs, tables
-from kdiag.render.findings import Symbolizer
+from kdiag.render.findings import Symbolizer, findings_to_text
 from kdiag.target.base import Target
-from kdiag.x86.descriptors import Gate64
 from kdiag.x86.msr import Msr, Star
+from kdiag.x86.state import CpuState
 
 Range = tuple[int, int] | None
 
 
-@dataclass
 class Report:
-    text: str
-    doc: dict[str, object]
-    findings: list[Finding] = field(default_factory=list)
+    """A command's result. ``text`` and ``doc`` are rendered on first use (a command prints
+    one of them), from strings/dicts or from functions producing them."""
+
+    def __init__(self, text: str | Callable[[], str],
+                 doc: dict[str, object] | Callable[[], dict[str, object]],
+                 findings: Sequence[Finding] = ()) -> None:
+        self._text = text
+        self._doc = doc
+        self.findings = list(findings)
+
+    @property
+    def text(self) -> str:
+        if callable(self._text):
+            self._text = self._text()
+        return self._text
+
+    @text.setter
+    def text(self, value: str) -> None:
+        self._text = value
+
+    @property
+    def doc(self) -> dict[str, object]:
+        if callable(self._doc):
+            self._doc = self._doc()
+        return self._doc
 
     @property
     def diagnosed(self) -> bool:
@@ -61,16 +81,24 @@ def gdt_report(target: Target, *, verbose: bool = False, select: Range = None,
     ctx = CheckContext(st, target, gdt, msrs=dict(msrs or {}))
     findings = run_checks(ctx, ["sreg", "star"])
     users = segment_users(st)
-    return Report(tables.gdt_to_text(gdt, users, findings, verbose, select),
-                  tables.gdt_to_json(gdt, users, findings, select), findings)
+    return Report(lambda: tables.gdt_to_text(gdt, users, findings, verbose, select),
+                  lambda: tables.gdt_to_json(gdt, users, findings, select), findings)
 
 
-def _ist_users(entries: Sequence[object]) -> dict[int, list[int]]:
+def _ist_users(target: Target, st: CpuState) -> dict[int, list[int]]:
+    """IST index -> vectors of present 64-bit gates using it, straight from the IDT bytes
+    (byte 4 bits 0-2 = IST, byte 5 bit 7 = P; SDM Figure 6-8)."""
     out: dict[int, list[int]] = {}
-    for e in entries:
-        g = getattr(e, "gate", None)
-        if isinstance(g, Gate64) and g.present and g.ist:
-            out.setdefault(g.ist, []).append(e.vector)  # type: ignore[attr-defined]
+    if st.idtr is None or not st.efer & (1 << 10):
+        return out
+    try:
+        raw = target.read_virt(st.idtr.base, min(st.idtr.limit + 1, 4096))
+    except KdiagError:
+        return out
+    for vec in range(len(raw) // 16):
+        ist, access = raw[vec * 16 + 4] & 7, raw[vec * 16 + 5]
+        if ist and access & 0x80:
+            out.setdefault(ist, []).append(vec)
     return out
 
 
@@ -82,8 +110,8 @@ def idt_report(target: Target, *, verbose: bool = False, select: Range = None,
     gdt: GdtView | None = _try(lambda: read_gdt(target, st))  # type: ignore[assignment]
     tss: TssView | None = _try(lambda: read_tss(target, st))  # type: ignore[assignment]
     findings = run_checks(CheckContext(st, target, gdt, idt, tss), ["idt"])
-    return Report(tables.idt_to_text(idt, findings, verbose, symbolize, select, show_all),
-                  tables.idt_to_json(idt, findings, symbolize, select), findings)
+    return Report(lambda: tables.idt_to_text(idt, findings, verbose, symbolize, select, show_all),
+                  lambda: tables.idt_to_json(idt, findings, symbolize, select), findings)
 
 
 def tss_report(target: Target, *, verbose: bool = False,
@@ -91,25 +119,31 @@ def tss_report(target: Target, *, verbose: bool = False,
     """``kd tss``: the current TSS (from TR's cache), which vectors use each IST slot."""
     st = target.state()
     view = read_tss(target, st)
-    idt = _try(lambda: read_idt(target, st))
     findings = run_checks(CheckContext(st, target, tss=view), ["tss"])
-    users = _ist_users(getattr(idt, "entries", ()))
-    doc = tables.tss_to_json(view, findings, symbolize)
-    doc["ist_users"] = {f"ist{k}": v for k, v in sorted(users.items())}
-    return Report(tables.tss_to_text(view, findings, verbose, symbolize, users), doc, findings)
+    users = _ist_users(target, st)
+
+    def doc() -> dict[str, object]:
+        d = tables.tss_to_json(view, findings, symbolize)
+        d["ist_users"] = {f"ist{k}": v for k, v in sorted(users.items())}
+        return d
+
+    return Report(lambda: tables.tss_to_text(view, findings, verbose, symbolize, users), doc,
+                  findings)
 
 
 def cr_report(target: Target, *, verbose: bool = False) -> Report:
     """``kd cr``: CR0/2/3/4/8, EFER, RFLAGS; NX-bit consistency with EFER.NXE."""
     st = target.state()
     findings = check_nx(st, target)
-    text = regs.cr_to_text(st, verbose)
-    if findings:
-        from kdiag.render.findings import findings_to_text
+    def text() -> str:
+        out = regs.cr_to_text(st, verbose)
+        return out + ("\n" + findings_to_text(findings) if findings else "")
 
-        text += "\n" + findings_to_text(findings)
-    doc = regs.cr_to_json(st)
-    doc["warnings"] = [f.to_dict() for f in findings]
+    def doc() -> dict[str, object]:
+        d = regs.cr_to_json(st)
+        d["warnings"] = [f.to_dict() for f in findings]
+        return d
+
     return Report(text, doc, findings)
 
 
@@ -117,13 +151,15 @@ def efer_report(target: Target, *, verbose: bool = False, source: str = "") -> R
     """``kd efer``: EFER from the register state (no MSR read needed)."""
     st = target.state()
     findings = check_nx(st, target)
-    text = regs.efer_to_text(st.efer, verbose, source)
-    if findings:
-        from kdiag.render.findings import findings_to_text
+    def text() -> str:
+        out = regs.efer_to_text(st.efer, verbose, source)
+        return out + ("\n" + findings_to_text(findings) if findings else "")
 
-        text += "\n" + findings_to_text(findings)
-    doc = regs.efer_to_json(st.efer, source)
-    doc["warnings"] = [f.to_dict() for f in findings]
+    def doc() -> dict[str, object]:
+        d = regs.efer_to_json(st.efer, source)
+        d["warnings"] = [f.to_dict() for f in findings]
+        return d
+
     return Report(text, doc, findings)
 
 
@@ -132,8 +168,8 @@ def sreg_report(target: Target, *, verbose: bool = False) -> Report:
     st = target.state()
     gdt: GdtView | None = _try(lambda: read_gdt(target, st))  # type: ignore[assignment]
     findings = run_checks(CheckContext(st, target, gdt), ["sreg"]) if gdt else []
-    return Report(regs.sreg_to_text(st, gdt, findings, verbose),
-                  regs.sreg_to_json(st, gdt, findings), findings)
+    return Report(lambda: regs.sreg_to_text(st, gdt, findings, verbose),
+                  lambda: regs.sreg_to_json(st, gdt, findings), findings)
 
 
 def msr_report(target: Target, index: int, *, method: str = "",

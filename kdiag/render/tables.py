@@ -32,6 +32,7 @@ from kdiag.render.findings import (
     findings_to_text,
     flagged,
     hexs,
+    symbol_of_stack_top,
     symbol_suffix,
 )
 from kdiag.x86.bits import bit_view
@@ -57,6 +58,11 @@ def _bits_line(desc: Descriptor | Gate | Gate64) -> str:
         parts.append(f"{r.field.name}={r.binary}" if w <= 4 else f"{r.field.name}={r.value:#x}")
     width = 32 if desc.size == 16 else 16
     return f"    raw={desc.raw:#0{width + 2}x}  " + " ".join(parts)
+
+
+def _raw_hex(raw: int, size: int) -> str:
+    """A descriptor's raw value, zero-padded to its size (``0x00af9b000000ffff``)."""
+    return f"{raw:#0{2 * size + 2}x}"
 
 
 def _in_range(key: int, rng: tuple[int, int] | None) -> bool:
@@ -118,7 +124,7 @@ def gdt_entry_to_json(e: GdtEntry, users: Users | None = None) -> dict[str, obje
                         "expand_down": d.expand_down})
         if d.kind == DescriptorKind.TSS:
             out["busy"] = d.busy
-    out.update({"size": d.size, "truncated": e.truncated, "raw": hexs(d.raw),
+    out.update({"size": d.size, "truncated": e.truncated, "raw": _raw_hex(d.raw, d.size),
                 "registers": list((users or {}).get(e.selector, [])),
                 "description": describe_descriptor(d)})
     return out
@@ -193,7 +199,7 @@ def idt_to_json(view: IdtView, findings: Sequence[Finding] = (),
             "present": g.present, "selector": g.selector.raw, "offset": hexs(g.offset),
             "ist": g.ist if isinstance(g, Gate64) else 0,
             "symbol": symbol_suffix(symbolize, g.offset) if g.present else None,
-            "raw": hexs(g.raw), "description": describe_gate(g)})
+            "raw": _raw_hex(g.raw, g.size), "description": describe_gate(g)})
     return {"base": hexs(view.base), "limit": hexs(view.limit), "long_mode": view.long_mode,
             "entries": entries, "warnings": findings_to_json(findings)}
 
@@ -221,7 +227,7 @@ def tss_to_text(view: TssView, findings: Sequence[Finding] = (), verbose: bool =
     t = view.tss
 
     def sym(v: int) -> str:
-        s = symbol_suffix(symbolize, v) if v else None
+        s = symbol_of_stack_top(symbolize, v)
         return f" <{s}>" if s else ""
 
     def mark(key: str) -> str:
@@ -277,7 +283,7 @@ def tss_to_json(view: TssView, findings: Sequence[Finding] = (),
         for i, v in enumerate(t.ist):
             out[f"ist{i + 1}"] = hexs(v)
         out["iopb"] = t.iopb
-        out["symbols"] = {k: symbol_suffix(symbolize, v) for k, v in
+        out["symbols"] = {k: symbol_of_stack_top(symbolize, v) for k, v in
                           [*((f"rsp{i}", x) for i, x in enumerate(t.rsp)),
                            *((f"ist{i + 1}", x) for i, x in enumerate(t.ist))] if v}
     elif isinstance(t, Tss32):

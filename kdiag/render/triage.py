@@ -236,14 +236,16 @@ def _regs_text(st: CpuState, width: int) -> list[str]:
     return out
 
 
-def _wrap(text: str, indent: str, width: int = 100) -> list[str]:
+def _wrap(text: str, indent: str, width: int = 100, cont: str | None = None) -> list[str]:
+    """Word-wrap ``text``: the first line starts with ``indent``, later ones with ``cont``."""
     words = text.split()
     lines: list[str] = []
     cur = indent
+    nxt = indent if cont is None else cont
     for word in words:
         if len(cur) + len(word) + 1 > width and cur.strip():
             lines.append(cur.rstrip())
-            cur = indent
+            cur = nxt
         cur += word + " "
     if cur.strip():
         lines.append(cur.rstrip())
@@ -290,11 +292,11 @@ def to_text(diag: Diagnosis, registers: bool = True) -> str:
         out.append("Causes (most likely first):")
         for i, c in enumerate(diag.causes, 1):
             role = "" if c.role == "root" else f", {c.role}"
-            out += _wrap(f"{i}. {c.id} ({c.confidence:.2f}{role}): {c.summary}", "  ")
+            out += _wrap(f"{i}. {c.id} ({c.confidence:.2f}{role}): {c.summary}", "  ", cont="     ")
             for e in c.evidence:
                 w = _where(e.pos)
                 src = f"{w}: " if w else (f"[{e.source}] " if e.source != "log" else "")
-                out += _wrap(f"- {src}{e.text}", "       ")
+                out += _wrap(f"- {src}{e.text}", "     ", cont="       ")
             if c.advice:
                 out += _wrap(f"advice: {c.advice}", "     ")
     if registers and diag.registers is not None:
@@ -308,6 +310,6 @@ def to_text(diag: Diagnosis, registers: bool = True) -> str:
     if diag.notes:
         out.append("")
         out.append("Notes:")
-        for n in diag.notes:
-            out += _wrap(f"- {n}", "  ")
+        for note in diag.notes:
+            out += _wrap(f"- {note}", "  ", cont="    ")
     return "\n".join(out) + "\n"

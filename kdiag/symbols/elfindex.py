@@ -297,7 +297,23 @@ def _build_stabs(elf: ElfFile, idx: ElfIndex) -> None:
     stab = elf.section(".stab")
     if stab is None:
         return
-    table = StabTable(elf.section_data(stab), elf.section_data(".stabstr"))
+    stab_data = elf.section_data(stab)
+    stabstr = elf.section_data(".stabstr")
+    # JOS-style linker scripts bracket the tables with symbols and append a NUL byte; the
+    # kernel's debuginfo_eip uses the bracketed sizes, so use them too when present
+    marks = {name: value for name, value, _s, _i, _x in elf.symbols()
+             if name in ("__STAB_BEGIN__", "__STAB_END__", "__STABSTR_BEGIN__",
+                         "__STABSTR_END__")}
+    if "__STAB_BEGIN__" in marks and "__STAB_END__" in marks:
+        lo, hi = marks["__STAB_BEGIN__"] - stab.addr, marks["__STAB_END__"] - stab.addr
+        if 0 <= lo <= hi <= len(stab_data):
+            stab_data = stab_data[lo:hi]
+    strsec = elf.section(".stabstr")
+    if strsec is not None and "__STABSTR_BEGIN__" in marks and "__STABSTR_END__" in marks:
+        lo, hi = marks["__STABSTR_BEGIN__"] - strsec.addr, marks["__STABSTR_END__"] - strsec.addr
+        if 0 <= lo <= hi <= len(stabstr):
+            stabstr = stabstr[lo:hi]
+    table = StabTable(stab_data, stabstr)
     if not len(table):
         return
     seg = build_segments(table)

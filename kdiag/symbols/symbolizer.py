@@ -219,3 +219,27 @@ def _locate(idx: ElfIndex, bias: int, addr: int) -> Location | None:
                     function_start=sym_start + bias if sym_start is not None else None,
                     inlined_into=inlined, function=function, narg=narg, bias=bias,
                     source=source)
+
+
+def parse_elf_spec(spec: str) -> tuple[str, int]:
+    """``FILE`` or ``FILE@BIAS`` (BIAS in C syntax) -> (path, bias). Raises UsageError."""
+    from kdiag.errors import UsageError
+
+    path, sep, bias_s = spec.rpartition("@")
+    if not sep or not path:
+        return spec, 0
+    try:
+        return path, int(bias_s.replace("_", ""), 0)
+    except ValueError:
+        raise UsageError(f"bad load bias in {spec!r}: expected FILE@0xADDRESS") from None
+
+
+def symbolizer_for(specs: Iterable[str], use_cache: bool = True) -> Symbolizer:
+    """A Symbolizer over ``FILE[@BIAS]`` specs (missing files: InputError naming them)."""
+    sym = Symbolizer(use_cache=use_cache)
+    for spec in specs:
+        path, bias = parse_elf_spec(spec)
+        if not os.path.exists(path):
+            raise InputError(f"{path}: no such file")
+        sym.add_elf(path, bias)
+    return sym

@@ -170,6 +170,8 @@ def _final_state(chain: FatalChain) -> tuple[CpuState | None, LogPos | None]:
 def diagnose(chain: FatalChain, image: KernelImage | None = None, target: Target | None = None,
              live_state: CpuState | None = None) -> Diagnosis:
     """Run the rules over ``chain`` and build the Diagnosis (pure but for ELF/target reads)."""
+    state: CpuState | None
+    final: CpuState | None
     if live_state is not None:
         state, width, pos = live_state, (64 if live_state.efer & (1 << 10) else 32), None
         final, fpos = live_state, None

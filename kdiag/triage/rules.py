@@ -89,6 +89,21 @@ def _pf(f: Facts, ev: ChainEvent | None) -> PageFaultCode | None:
     return d if isinstance(d, PageFaultCode) else None
 
 
+def _leaf_access(f: Facts, va: int):  # type: ignore[no-untyped-def]
+    """Effective rights of ``va`` through the target's page tables, or None (offline/failed)."""
+    st = f.state or f.final
+    if f.target is None or st is None or not st.paging:
+        return None
+    try:
+        from kdiag.paging.config import config_from_state
+        from kdiag.paging.walker import walk
+
+        w = walk(f.target, va, config_from_state(st))
+    except Exception:  # noqa: BLE001 - a failed walk just leaves the question open
+        return None
+    return w.access if w.ok else None
+
+
 def _first_pf(f: Facts) -> ChainEvent | None:
     """The first #PF with a record, if it is the first fault of the chain."""
     first = f.first
@@ -142,8 +157,11 @@ def idt_missing(f: Facts) -> list[Cause]:
               f"covering at least vectors 0-31 with present gates, {handler} included. "
               "Check that the IDTR operand is the 10-byte (64-bit) / 6-byte pseudo-descriptor "
               "and that lidt ran on this CPU (each CPU loads its own IDTR).")
-    return [_cause("idt-missing", conf, summary, ev, advice, role="escalation",
-                   name="idt_missing")]
+    # root when the first fault is itself a failed IDT access (e.g. an IRQ delivered with no
+    # IDT); escalation when some other fault came first and only its delivery failed
+    ff_ref = first is not None and any(e is first for e, _ in refs)
+    return [_cause("idt-missing", conf, summary, ev, advice,
+                   role="root" if ff_ref else "escalation", name="idt_missing")]
 
 
 @rule
@@ -183,7 +201,7 @@ def idt_gate_invalid(f: Facts) -> list[Cause]:
                       "the gate DPL must be 3.")
             conf = 0.75
         trig = f.chain.trigger
-        role = "escalation"
+        role = "root" if ev is f.first else "escalation"
         if trig is not None and trig.vector == vec:
             role = "root"  # the trigger itself could not be delivered
             conf = min(0.95, conf + 0.05)
@@ -450,9 +468,10 @@ def stack(f: Facts) -> list[Cause]:
         cr2, sp = rec.cr2, rec.sp
         if sp - 0x80 <= cr2 < sp + 0x10 or (sp & ~0xFFF) - 0x1000 <= cr2 < (sp & ~0xFFF) \
                 and sp - cr2 < 0x1100:
-            overflow = cr2 < sp
-            summary = (f"stack overflow: CR2={cr2:#x} is just below RSP={sp:#x} "
-                       "(a push/call ran into an unmapped page below the stack)" if overflow
+            overflow = cr2 <= sp
+            summary = (f"stack overflow: a push/write at CR2={cr2:#x}, at or just below "
+                       f"RSP={sp:#x}, hit a non-present page (the guard page below the stack, or "
+                       "an unmapped stack)" if overflow
                        else f"the stack at RSP={sp:#x} is not mapped (CR2={cr2:#x})")
             evid = [f.ev_record(ev, f"{f.describe_event(ev)}: CR2 - SP = {cr2 - sp:+#x}")]
             if f.chain.outcome == "triple-fault":
@@ -557,7 +576,7 @@ def paging_consistency(f: Facts) -> list[Cause]:
             conf = max(conf, 0.7)
         if conf:
             out.append(_cause(
-                "paging-setup", conf,
+                "paging-setup", min(conf, 0.85),
                 f"the running code at {hx(first.ip)} is not mapped by the page tables in "
                 f"CR3={st.cr3:#x}: a CR3 load (or enabling paging) switched to tables that do "
                 "not map the kernel", evid,
@@ -618,21 +637,52 @@ def page_fault_kind(f: Facts) -> list[Cause]:
                           base, "Check the pointer before use; the first page is left unmapped "
                                 "on purpose to catch this."))
         return out
+    nx_advice = ("Clear XD on the pages holding code (the kernel's .text, trampolines, user "
+                 "code); check the loader's segment permissions (p_flags X) and that code is not "
+                 "run from the stack or heap.")
+    us_advice = ("Set U/S=1 on every level (PML4E, PDPTE, PDE, PTE) for pages user code may "
+                 "touch; otherwise this is user code dereferencing a kernel pointer.")
+    if pf.present and pf.fetch and pf.user:
+        # P=1 U=1 I=1 is what both an XD page and a supervisor-only page give a ring-3 fetch
+        access = _leaf_access(f, cr2)
+        if access is not None:
+            ev = base + [Evidence(f"page walk of {cr2:#x}: user={access.user}, "
+                                  f"executable={access.executable}", None, "memory")]
+            if not access.user:
+                out.append(_cause("user-supervisor-violation", 0.95,
+                                  f"ring-3 instruction fetch from {cr2:#x}, a supervisor-only "
+                                  "page", ev, us_advice))
+            if not access.executable:
+                out.append(_cause("nx-violation", 0.95, f"ring-3 instruction fetch from {cr2:#x}, "
+                                  "which is mapped execute-disable (XD)", ev, nx_advice))
+            if out:
+                return out
+        amb = ("the error code (P=1 U=1 I=1) is the same for an XD page and a supervisor-only "
+               "page; walk the page tables (kdiag pt / kd walk) to tell")
+        out.append(_cause("nx-violation", 0.7, f"ring-3 instruction fetch from {cr2:#x} refused: "
+                          "the page is execute-disable (XD) or supervisor-only",
+                          base + [Evidence(amb, None, "log")], nx_advice))
+        out.append(_cause("user-supervisor-violation", 0.7,
+                          f"ring-3 instruction fetch from {cr2:#x} refused: the page is "
+                          "supervisor-only (U/S=0) or execute-disable",
+                          base + [Evidence(amb, None, "log")], us_advice))
+        return out
     if pf.present and pf.fetch:
+        if st is not None and st.cr4 & CR4_SMEP and cr2 < 1 << 47:
+            out.append(_cause(
+                "user-supervisor-violation", 0.6,
+                f"ring-0 instruction fetch from the user page {cr2:#x} with CR4.SMEP=1", base,
+                "SMEP forbids running user pages in ring 0: a kernel jump to a user address."))
         out.append(_cause(
             "nx-violation", 0.9,
             f"instruction fetch from {cr2:#x}, which is mapped execute-disable (XD)", base,
-            "Clear XD on the pages holding code (the kernel's .text, trampolines); check the "
-            "loader's segment permissions (p_flags X) and that code is not run from the stack "
-            "or heap."))
+            nx_advice))
         return out
     if pf.present and pf.user:
         out.append(_cause(
             "user-supervisor-violation", 0.85,
             f"ring-3 code {'wrote' if pf.write else 'accessed'} {cr2:#x}, a supervisor-only page "
-            "(U/S=0 in some paging level)", base,
-            "Set U/S=1 on every level (PML4E, PDPTE, PDE, PTE) for pages user code may touch; "
-            "otherwise this is user code dereferencing a kernel pointer."))
+            "(U/S=0 in some paging level)", base, us_advice))
         return out
     if pf.present and pf.write:
         ev = list(base)
@@ -657,9 +707,14 @@ def page_fault_kind(f: Facts) -> list[Cause]:
             return out
     if not pf.present:
         if rec.ip == cr2 or pf.fetch:
+            loc = f.location
+            after = ""
+            if loc is not None and loc.previous and ("cr3" in loc.previous[-1]
+                                                    or "cr0" in loc.previous[-1]):
+                after = f" (right after `{loc.previous[-1].split(': ', 1)[-1]}`: see paging-setup)"
             out.append(_cause(
-                "code-unmapped", 0.8,
-                f"instruction fetch from {cr2:#x}, which is not mapped", base,
+                "code-unmapped", 0.9 if rec.ip == cr2 else 0.8,
+                f"instruction fetch from {cr2:#x}, which is not mapped{after}", base,
                 "A jump/call/return went to an unmapped address: a bad function pointer, a "
                 "corrupted return address, or code the page tables do not cover (kernel "
                 "linked at a different address than it was loaded)."))
@@ -848,6 +903,115 @@ def reset_dump_only(f: Facts) -> list[Cause]:
                 "tss-invalid", 0.8, "ring 3 with TR=0: no TSS, so no ring-0 stack for interrupts",
                 [f.ev_dump("TR =0000", final=True)],
                 "Load a TSS with ltr before entering user mode."))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# memory-backed (live Target: gdb, QMP, core dump)
+
+
+@rule
+def live_memory(f: Facts) -> list[Cause]:
+    """Walk the guest's own tables for what the registers point at: RIP, RSP, the IDT/GDT,
+    the exception gates (0-31, #DF's IST) and, from ring 3, TSS.RSP0."""
+    st = f.final if f.live else f.state
+    if f.target is None or st is None or not st.cr0 & CR0_PE:
+        return []
+    from kdiag.triage.memory import gate_problems, read_gate, read_tss, translate_va
+
+    out: list[Cause] = []
+    tgt = f.target
+    mask = (1 << 64) - 1 if f.long_mode else 0xFFFFFFFF
+    unmapped: dict[str, str] = {}
+    for what, va in (("RIP", st.rip), ("RSP", (st.rsp - 8) & mask),
+                     ("IDT", st.idtr.base if st.idtr and st.idtr.limit else None),
+                     ("GDT", st.gdtr.base if st.gdtr and st.gdtr.limit else None)):
+        if va is None or not st.paging:
+            continue
+        pa, why = translate_va(tgt, st, va)
+        if pa is None:
+            unmapped[what] = f"{what} {va:#x} does not translate: {why}"
+    if "RIP" in unmapped and ("IDT" in unmapped or "RSP" in unmapped):
+        out.append(_cause(
+            "paging-setup", 0.85,
+            "the current page tables (CR3=" f"{st.cr3:#x}) map neither the running code nor "
+            + ("the IDT" if "IDT" in unmapped else "the stack"),
+            [Evidence(t, None, "memory") for t in unmapped.values()],
+            "The page tables in CR3 do not map the kernel: check the CR3 value loaded last and "
+            "that the new tables map code, stack, IDT, GDT and TSS."))
+    else:
+        if "RIP" in unmapped:
+            out.append(_cause("code-unmapped", 0.8, f"RIP {st.rip:#x} is not mapped",
+                              [Evidence(unmapped["RIP"], None, "memory")],
+                              "A jump/return to an unmapped address, or code the page tables "
+                              "do not cover."))
+        if "RSP" in unmapped:
+            out.append(_cause("stack-invalid", 0.8, f"the stack at RSP={st.rsp:#x} is not mapped",
+                              [Evidence(unmapped["RSP"], None, "memory")],
+                              "Stack overflow into a guard page, or RSP was never set up."))
+        for nm in ("IDT", "GDT"):
+            if nm in unmapped:
+                out.append(_cause("paging-setup", 0.8, f"the {nm} is not mapped",
+                                  [Evidence(unmapped[nm], None, "memory")],
+                                  f"Map the {nm} in the kernel half of every page table."))
+    # exception gates
+    if st.idtr is not None and st.idtr.limit:
+        bad: list[str] = []
+        df_ist = 0
+        for vec in range(32):
+            if vec in (2, 9, 15) or 22 <= vec <= 31:
+                continue  # NMI, reserved vectors: often left empty on purpose
+            gr = read_gate(tgt, st, vec)
+            if gr.gate is None:
+                bad.append(f"{_vec(vec)}: {gr.problem}")
+                continue
+            probs = gate_problems(gr.gate, st, None, False)
+            if probs:
+                bad.append(f"{_vec(vec)}: {'; '.join(probs)}")
+            if vec == 8:
+                df_ist = getattr(gr.gate, "ist", 0)
+        if bad:
+            out.append(_cause(
+                "idt-gate-invalid", 0.75 if any("#DF" in b for b in bad) else 0.6,
+                f"{len(bad)} exception gate{'s' if len(bad) != 1 else ''} unusable"
+                + (" (including #DF)" if any("#DF" in b for b in bad) else ""),
+                [Evidence(b, None, "memory") for b in bad[:8]],
+                "Fill IDT entries 0-21 with present interrupt gates to mapped handlers in the "
+                "kernel code segment; #DF above all.", role="escalation"))
+        if df_ist and f.long_mode:
+            tss, why = read_tss(tgt, st)
+            if isinstance(tss, object) and tss is not None and hasattr(tss, "ist_entry"):
+                ist = tss.ist_entry(df_ist)  # type: ignore[union-attr]
+                pa, why2 = translate_va(tgt, st, (ist - 8) & mask) if ist else (None, "IST is 0")
+                if pa is None:
+                    out.append(_cause(
+                        "kernel-stack-invalid", 0.8,
+                        f"#DF uses IST{df_ist} = {ist:#x}, which is not a usable stack ({why2})",
+                        [Evidence(f"IDT[8].IST={df_ist}, TSS.IST{df_ist}={ist:#x}", None,
+                                  "memory")],
+                        "Point the IST entry at the top of a mapped, dedicated stack."))
+            elif why:
+                out.append(_cause("tss-invalid", 0.75, f"#DF uses IST{df_ist} but {why}",
+                                  [Evidence(why, None, "memory")],
+                                  "Load a valid TSS (ltr) before relying on IST stacks."))
+    # ring 3: TSS.RSP0 must be a mapped stack
+    if st.effective_cpl == 3 and f.live:
+        tss, why = read_tss(tgt, st)
+        if tss is None:
+            out.append(_cause("tss-invalid", 0.8, f"ring 3 without a usable TSS: {why}",
+                              [Evidence(why, None, "memory")],
+                              "Load a TSS with RSP0 set before entering user mode."))
+        else:
+            rsp0 = tss.rsp[0] if hasattr(tss, "rsp") else tss.fields["ESP0"]  # type: ignore[union-attr]
+            pa, why2 = translate_va(tgt, st, (rsp0 - 8) & mask)
+            if rsp0 == 0 or pa is None:
+                out.append(_cause(
+                    "kernel-stack-invalid", 0.9,
+                    f"TSS.RSP0 = {rsp0:#x} is not a usable kernel stack"
+                    + (f" ({why2})" if why2 else ""),
+                    [Evidence(f"TSS at {st.tr.base if st.tr else 0:#x}: RSP0={rsp0:#x}", None,
+                              "memory")],
+                    "Set TSS.RSP0 to the top of a mapped kernel stack before entering ring 3."))
     return out
 
 

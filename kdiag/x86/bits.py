@@ -27,6 +27,7 @@ class Field:
     def __post_init__(self) -> None:
         if self.lo < 0 or self.hi < self.lo:
             raise ValueError(f"bad field {self.name}: bits {self.lo}..{self.hi}")
+        object.__setattr__(self, "_ones", (1 << (self.hi - self.lo + 1)) - 1)
 
     @property
     def width(self) -> int:
@@ -35,10 +36,10 @@ class Field:
     @property
     def mask(self) -> int:
         """The field's bits in place (not shifted down)."""
-        return ((1 << self.width) - 1) << self.lo
+        return self._ones << self.lo  # type: ignore[attr-defined, no-any-return]
 
     def get(self, raw: int) -> int:
-        return (raw >> self.lo) & ((1 << self.width) - 1)
+        return (raw >> self.lo) & self._ones  # type: ignore[attr-defined, no-any-return]
 
     def put(self, value: int) -> int:
         """``value`` shifted into place; raises ValueError if it does not fit."""
@@ -57,7 +58,7 @@ Layout = tuple[Field, ...]
 
 def unpack(raw: int, layout: Iterable[Field]) -> dict[str, int]:
     """Every field of ``layout`` read from ``raw`` (field name -> value)."""
-    return {f.name: f.get(raw) for f in layout}
+    return {f.name: (raw >> f.lo) & f._ones for f in layout}  # type: ignore[attr-defined]
 
 
 def pack(values: Mapping[str, int], layout: Iterable[Field]) -> int:

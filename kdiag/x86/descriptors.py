@@ -126,6 +126,10 @@ class LongSystemType(IntEnum):
     TRAP_GATE_64 = 0xF
 
 
+_SYSTEM_TYPES = tuple(SystemType)  # index -> member, faster than calling the enum
+_LONG_TYPES = tuple(LongSystemType)
+
+
 class DescriptorKind(StrEnum):
     """What an entry is, in one word (the ``kind`` of ``kd gdt --json``)."""
 
@@ -382,7 +386,7 @@ class Gate:
         f = unpack(raw, GATE_LAYOUT)
         return cls(raw=raw, offset=f["OFFSET_LO"] | f["OFFSET_HI"] << 16,
                    selector=Selector.from_raw(f["SELECTOR"]), param_count=f["PARAM_COUNT"],
-                   type=SystemType(f["TYPE"]), dpl=f["DPL"], present=bool(f["P"]))
+                   type=_SYSTEM_TYPES[f["TYPE"]], dpl=f["DPL"], present=bool(f["P"]))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Gate:
@@ -441,7 +445,7 @@ class Gate64:
         f = unpack(raw, GATE64_LAYOUT)
         return cls(raw=raw, offset=f["OFFSET_LO"] | f["OFFSET_MID"] << 16 | f["OFFSET_HI"] << 32,
                    selector=Selector.from_raw(f["SELECTOR"]), ist=f["IST"],
-                   type=LongSystemType(f["TYPE"]), dpl=f["DPL"], present=bool(f["P"]))
+                   type=_LONG_TYPES[f["TYPE"]], dpl=f["DPL"], present=bool(f["P"]))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Gate64:

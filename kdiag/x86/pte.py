@@ -6,7 +6,8 @@ Intel SDM Vol. 3A chapter 4 ("Paging"):
   PS=1 maps a 4 MiB page (PSE-36: PDE bits 20:13 hold physical address bits 39:32, bit 21 is
   reserved). Without CR4.PSE the PS bit is ignored. No execute-disable.
 - 4.4  PAE paging: a 4-entry PDPT (CR3 bits 31:5), then PD and PT of 512 eight-byte entries;
-  a PDE with PS=1 maps 2 MiB. PDPTEs have no R/W, U/S or XD bits (Table 4-8).
+  a PDE with PS=1 maps 2 MiB. PDPTEs have no R/W, U/S or XD bits (Table 4-8); QEMU ignores
+  their reserved bits 1, 2 and 5-8 (and sets A itself), see ``LevelMasks.soft_rsvd``.
 - 4.5  4-level and 5-level paging (CR4.LA57): PML5 (5-level only), PML4, PDPT, PD, PT; 1 GiB
   pages at the PDPT (PS=1), 2 MiB at the PD. PS is reserved in PML4Es and PML5Es.
 
@@ -216,6 +217,10 @@ class LevelMasks:
     ``rsvd_table``/``rsvd_leaf``: reserved bits of a present entry that references a table /
     maps a page (a large page above the PT). ``addr_table``/``addr_leaf``: the address bits.
     ``leaf_ps``: True when a PS=1 entry here maps a page. ``pat_bit``: the PAT bit of a leaf.
+    ``soft_rsvd``: bits the SDM reserves that QEMU's TCG walker ignores -- PAE PDPTE bits 1, 2
+    and 6-8. A real CPU raises #GP when MOV CR3 loads such a PDPTE; under QEMU the tables
+    work. The walk goes on (as under QEMU) and the entry is flagged. Bit 5 (A) is not even
+    flagged: QEMU sets it in PDPTEs itself.
     """
 
     level: Level
@@ -226,6 +231,7 @@ class LevelMasks:
     leaf_ps: bool
     pat_bit: int
     page_size: int  # size of a leaf at this level (PT: 4 KiB); 0 when there are no leaves here
+    soft_rsvd: int = 0  # reserved by the SDM, ignored by QEMU's walker (PAE PDPTE bits 1,2,6-8)
 
 
 @lru_cache(maxsize=64)
@@ -251,9 +257,10 @@ def level_masks(params: PagingParams) -> tuple[LevelMasks, ...]:
         if mode is PagingMode.PAE:
             high = _bits(m, 62)  # PAE: bits 62:M are reserved (Tables 4-8..4-11)
             addr = _bits(12, m - 1)
-            if lv.depth == 0:  # PDPTE: bits 2:1, 8:5 and 63:M reserved
-                rsvd = _bits(1, 2) | _bits(5, 8) | high | (1 << 63)
-                out.append(LevelMasks(lv, rsvd, rsvd, addr, addr, False, 12, 0))
+            if lv.depth == 0:  # PDPTE: bits 2:1, 8:5 and 63:M reserved (see soft_rsvd)
+                rsvd = high | (1 << 63)
+                soft = _bits(1, 2) | _bits(6, 8)
+                out.append(LevelMasks(lv, rsvd, rsvd, addr, addr, False, 12, 0, soft))
             elif lv.last:
                 out.append(LevelMasks(lv, high | xd, high | xd, addr, addr, False, 7, PAGE_4K))
             else:  # PD: 2 MiB pages, bits 20:13 reserved
@@ -301,6 +308,7 @@ class PageEntry:
     addr: int
     reserved: int
     nxe: bool
+    soft_reserved: int = 0  # see LevelMasks.soft_rsvd
 
     @property
     def present(self) -> bool:
@@ -397,8 +405,10 @@ def decode_with_masks(raw: int, mk: LevelMasks, nxe: bool) -> PageEntry:
             if lv.entry_size == 4:  # PSE-36: PDE bits 20:13 -> PA bits 39:32
                 addr = (raw & 0xFFC00000) | (((raw & mk.addr_leaf) >> 13 & 0xFF) << 32)
             return PageEntry(raw, lv, EntryKind.PAGE, addr, raw & mk.rsvd_leaf, nxe)
-        return PageEntry(raw, lv, EntryKind.TABLE, raw & mk.addr_table, raw & mk.rsvd_leaf, nxe)
-    return PageEntry(raw, lv, EntryKind.TABLE, raw & mk.addr_table, raw & mk.rsvd_table, nxe)
+        return PageEntry(raw, lv, EntryKind.TABLE, raw & mk.addr_table, raw & mk.rsvd_leaf, nxe,
+                         raw & mk.soft_rsvd)
+    return PageEntry(raw, lv, EntryKind.TABLE, raw & mk.addr_table, raw & mk.rsvd_table, nxe,
+                     raw & mk.soft_rsvd)
 
 
 def pse36_address(raw: int) -> int:

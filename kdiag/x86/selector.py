@@ -8,6 +8,7 @@ the byte offset (``0x28`` is GDT entry 5).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from enum import IntEnum
 
 from kdiag.x86.bits import Field, Layout
@@ -37,7 +38,7 @@ class Selector:
     def from_raw(cls, raw: int) -> Selector:
         if not 0 <= raw <= 0xFFFF:
             raise ValueError(f"selector {raw:#x} is not 16 bits")
-        return cls(raw, raw >> 3, TableIndicator((raw >> 2) & 1), raw & 3)
+        return _decode(raw)
 
     @property
     def offset(self) -> int:
@@ -52,3 +53,12 @@ class Selector:
     def __str__(self) -> str:
         table = "LDT" if self.ti else "GDT"
         return f"{self.raw:#06x} ({table}[{self.index}], RPL={self.rpl})"
+
+
+@cache
+def _decode(raw: int) -> Selector:
+    """Selectors are immutable values from a 64 Ki space: decode each one once."""
+    return Selector(raw, raw >> 3, _TI[(raw >> 2) & 1], raw & 3)
+
+
+_TI = (TableIndicator.GDT, TableIndicator.LDT)

@@ -273,16 +273,16 @@ static EFI_STATUS load_kernel(const uint8_t *file, UINTN file_size, struct kerne
 
 static uint64_t ram_end_from_map(void)
 {
-	UINTN size = 0, key, dsize;
+	UINTN entries = 0, key, dsize;
 	UINT32 dver;
 	uint64_t end = 0;
-	EFI_MEMORY_DESCRIPTOR *map = LibMemoryMap(&size, &key, &dsize, &dver);
+	/* gnu-efi's LibMemoryMap returns the number of entries, not the byte size */
+	EFI_MEMORY_DESCRIPTOR *map = LibMemoryMap(&entries, &key, &dsize, &dver);
 
-	(void)size;
 	if (!map)
 		return 0;
-	for (UINTN off = 0; off + dsize <= size; off += dsize) {
-		EFI_MEMORY_DESCRIPTOR *d = (EFI_MEMORY_DESCRIPTOR *)((uint8_t *)map + off);
+	for (UINTN i = 0; i < entries; i++) {
+		EFI_MEMORY_DESCRIPTOR *d = (EFI_MEMORY_DESCRIPTOR *)((uint8_t *)map + i * dsize);
 		uint64_t e = d->PhysicalStart + d->NumberOfPages * PAGE_SIZE;
 		if (bi_mem_is_ram(d->Type) && e > end)
 			end = e;
@@ -416,6 +416,7 @@ EFI_STATUS efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *systab)
 	}
 	say("scenario: %s", bi->scenario[0] ? bi->scenario : "healthy");
 	int abi_mismatch = !kstrcmp(bi->scenario, "abi-mismatch");
+	int ebs_retry = !kstrcmp(bi->scenario, "ebs-retry");
 
 	void *elf;
 	UINTN elf_size;
@@ -442,7 +443,7 @@ EFI_STATUS efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *systab)
 	if (!ram_end)
 		return fail("GetMemoryMap", EFI_LOAD_ERROR);
 	bi->ram_end = ram_end;
-	uint64_t pml4;
+	uint64_t pml4 = 0;
 	st = build_page_tables(ram_end, &k, &pml4);
 	if (EFI_ERROR(st))
 		return st;
@@ -466,6 +467,8 @@ EFI_STATUS efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *systab)
 		return fail("AllocatePages for the memory map", st);
 
 	say("exiting boot services");
+	if (ebs_retry)
+		say("scenario ebs-retry: triggering (allocating after GetMemoryMap)");
 	/* From here on no call may allocate: a failed ExitBootServices means the map changed
 	 * under us (stale key, EFI_INVALID_PARAMETER): fetch it again and retry. */
 	int attempt;
@@ -475,6 +478,12 @@ EFI_STATUS efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *systab)
 				      &dsize, &dver);
 		if (EFI_ERROR(st))
 			break;
+		if (ebs_retry && attempt == 1) {
+			/* ebs-retry: the classic mistake of allocating between GetMemoryMap and
+			 * ExitBootServices; the map key goes stale and the loop must recover. */
+			EFI_PHYSICAL_ADDRESS junk;
+			BS->AllocatePages(AllocateAnyPages, EfiLoaderData, 1, &junk);
+		}
 		st = BS->ExitBootServices(image, key);
 		if (st != EFI_INVALID_PARAMETER)
 			break;

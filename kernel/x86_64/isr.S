@@ -33,6 +33,11 @@ isr_stubs:
 	.globl isr_common
 	.type isr_common, @function
 isr_common:
+	.cfi_startproc simple
+	.cfi_signal_frame
+	/* at entry: vector at (%rsp), error, RIP, CS, RFLAGS, RSP, SS above it */
+	.cfi_escape 0x0f, 0x03, 0x77, 0x28, 0x06   /* CFA = *(rsp + 40) */
+	.cfi_escape 0x10, 0x10, 0x02, 0x77, 0x10   /* RIP at rsp + 16 */
 	testb $3, 24(%rsp)            /* CS of the interrupted code (vector, error, rip, cs) */
 	jz 1f
 	swapgs
@@ -54,6 +59,7 @@ isr_common:
 	pushq TF_RIP(%rsp)            /* frame record: return address = interrupted RIP */
 	push %rbp
 	mov %rsp, %rbp
+	TRAPFRAME_CFI
 	lea 16(%rsp), %rdi
 	cld
 	call trap_dispatch
@@ -80,6 +86,7 @@ isr_common:
 	.globl isr_iretq
 isr_iretq:
 	iretq
+	.cfi_endproc
 	.size isr_common, . - isr_common
 
 	.section .note.GNU-stack, "", @progbits

@@ -61,6 +61,7 @@ void trap_dispatch(struct trapframe *tf);
 /* pmm.c: physical pages, from the largest free range of the UEFI memory map */
 void pmm_init(void);
 uint64_t pmm_alloc(void);                /* one zeroed 4 KiB page; panics when out */
+uint64_t pmm_alloc_contig(uint64_t pages, uint64_t align);
 uint64_t pmm_used_pages(void);
 static inline void *p2v(uint64_t pa) { return (void *)(PHYSMAP_BASE + pa); }
 

@@ -29,6 +29,26 @@
 
 #define ISR_STUB_SIZE 16        /* bytes per vector stub in isr.S */
 
+#ifdef __ASSEMBLER__
+/*
+ * DWARF CFI for the code right after isr_common/syscall_entry have built the frame
+ * record (RBP -> [saved RBP, interrupted RIP], struct trapframe at RBP + 16), so that
+ * gdb and kdiag unwind from a handler into the interrupted code (a signal frame):
+ *   CFA = *(RBP + 16 + TF_RSP)   (the interrupted RSP)
+ *   RIP at RBP + 16 + TF_RIP, RBP at RBP + 16 + TF_RBP
+ * Encoded by hand (.cfi_escape): DW_CFA_def_cfa_expression / DW_CFA_expression with
+ * DW_OP_breg6 (rbp) + SLEB128 offset [, DW_OP_deref]; DWARF registers rbp = 6, rip = 16.
+ * Offsets: 176 = 0xb0 0x01, 152 = 0x98 0x01, 80 = 0xd0 0x00.
+ */
+#if TF_RSP != 160 || TF_RIP != 136 || TF_RBP != 64
+#error "update TRAPFRAME_CFI's encoded offsets"
+#endif
+#define TRAPFRAME_CFI                                                   \
+	.cfi_escape 0x0f, 0x04, 0x76, 0xb0, 0x01, 0x06;                 \
+	.cfi_escape 0x10, 0x10, 0x03, 0x76, 0x98, 0x01;                 \
+	.cfi_escape 0x10, 0x06, 0x03, 0x76, 0xd0, 0x00
+#endif
+
 #ifndef __ASSEMBLER__
 #include <stddef.h>
 #include <stdint.h>

@@ -17,6 +17,10 @@
 	.globl syscall_entry
 	.type syscall_entry, @function
 syscall_entry:
+	.cfi_startproc simple
+	.cfi_signal_frame
+	.cfi_register rip, rcx                     /* at entry: user RIP in RCX, RSP unchanged */
+	.cfi_def_cfa rsp, 0
 	swapgs
 	mov %rsp, %gs:PERCPU_USER_RSP
 	mov %gs:PERCPU_KERNEL_RSP, %rsp
@@ -45,6 +49,7 @@ syscall_entry:
 	pushq TF_RIP(%rsp)            /* frame record for backtraces */
 	push %rbp
 	mov %rsp, %rbp
+	TRAPFRAME_CFI
 	lea 16(%rsp), %rdi
 	call syscall_dispatch
 	add $16, %rsp
@@ -72,6 +77,7 @@ syscall_entry:
 	.globl syscall_sysretq
 syscall_sysretq:
 	sysretq
+	.cfi_endproc
 	.size syscall_entry, . - syscall_entry
 
 	.section .note.GNU-stack, "", @progbits

@@ -17,6 +17,7 @@ from tests.unit.machine_builder import (
     KCODE,
     KDATA,
     RSP0,
+    UCODE32,
     UCODE64,
     UDATA,
     Machine,
@@ -61,9 +62,16 @@ def test_syscall_selector_not_kernel_code() -> None:
     assert "star-syscall" in ids(m)
 
 
-def test_sysret32_note_when_no_32_bit_user_code() -> None:
+def test_no_sysret32_note_without_32_bit_user_code() -> None:
     t = tss_descriptor()
     gdt = [0, KCODE.raw, KDATA.raw, UDATA.raw, UCODE64.raw, 0, t.low, t.high]
+    m = Machine(gdt=gdt, msrs={**Machine().msrs, 0xC0000081: (0x10 << 48) | (0x08 << 32)})
+    assert findings(m) == []  # the bundled kernel's layout: no compat user code, no noise
+
+
+def test_sysret32_note_when_32_bit_user_code_is_elsewhere() -> None:
+    t = tss_descriptor()
+    gdt = [0, KCODE.raw, KDATA.raw, UDATA.raw, UCODE64.raw, UCODE32.raw, t.low, t.high]
     m = Machine(gdt=gdt, msrs={**Machine().msrs, 0xC0000081: (0x10 << 48) | (0x08 << 32)})
     found = findings(m)
     assert [f.id for f in found] == ["star-sysret32"] and found[0].severity == "note"

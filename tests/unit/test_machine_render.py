@@ -22,7 +22,11 @@ from tests.unit.machine_builder import GDT_BASE, HANDLER_BASE, IST1, KCODE, RSP0
 def symbolize(addr: int) -> str | None:
     if HANDLER_BASE <= addr < HANDLER_BASE + 0x1000:
         return f"isr_{(addr - HANDLER_BASE) // 16}"
-    return {RSP0: "kstack_top", IST1: "df_stack_top"}.get(addr)
+    if RSP0 - 0x4000 <= addr < RSP0:
+        return f"kstack+{addr - (RSP0 - 0x4000):#x}"
+    if IST1 - 0x4000 <= addr < IST1:
+        return f"df_stack+{addr - (IST1 - 0x4000):#x}"
+    return None
 
 
 def test_read_gdt_through_the_target() -> None:
@@ -71,7 +75,7 @@ def test_gdt_json_entries_have_the_documented_keys() -> None:
     assert {"selector", "kind", "dpl", "present", "base", "limit", "long"} <= set(e)
     assert (e["selector"], e["kind"], e["dpl"], e["present"], e["base"], e["limit"], e["long"]) == (
         8, "code", 0, True, "0x0", "0xffffffff", True)
-    assert e["registers"] == ["cs"] and e["raw"] == "0xaf9b000000ffff"
+    assert e["registers"] == ["cs"] and e["raw"] == "0x00af9b000000ffff"
     tss = doc["entries"][-1]
     assert tss["kind"] == "tss" and tss["busy"] and tss["size"] == 16 and tss["base"] == "0x3000"
 
@@ -111,8 +115,8 @@ def test_tss_text_and_json() -> None:
     view = read_tss(t)
     text = tables.tss_to_text(view, symbolize=symbolize, ist_users={1: [8]})
     assert text.splitlines()[0] == "TR=0x0030 base=0x3000 limit=0x67 (64-bit TSS, Busy)"
-    assert "RSP0=0x0000000000080000 <kstack_top>" in text
-    assert "IST1=0x0000000000090000 <df_stack_top>  used by vector(s) 0x08" in text
+    assert "RSP0=0x0000000000080000 <kstack+0x4000>" in text
+    assert "IST1=0x0000000000090000 <df_stack+0x4000>  used by vector(s) 0x08" in text
     assert "IOPB=0x0068 (no I/O bitmap" in text
     doc = tables.tss_to_json(view, symbolize=symbolize)
     assert doc["rsp0"] == "0x80000" and doc["ist1"] == "0x90000" and doc["ist7"] == "0x0"

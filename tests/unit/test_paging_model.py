@@ -64,7 +64,7 @@ def ref_translate(read, cr3: int, va: int, mode: PagingMode, pse: bool, nxe: boo
         pdpte = read((cr3 & 0xFFFFFFE0) + ((va >> 30) & 3) * 8, 8)
         if pdpte is None or not pdpte & 1:
             return None
-        if pdpte & (_mask(1, 2) | _mask(5, 8) | _mask(52, 63)):
+        if pdpte & _mask(52, 63):  # bits 1, 2, 5-8: SDM-reserved, but QEMU ignores them
             return None
         entries = [(pdpte, False)]
         table = pdpte & addr
@@ -138,8 +138,11 @@ def table_sets(draw, mode: PagingMode, pse: bool):
         if leaf_size and draw(st.integers(0, 4)) == 0:  # a full table of contiguous leaves
             base = draw(st.sampled_from([0, 0x40000000, 0x80000000]))
             fl = _flags(draw, True) | 1 | (0 if lv.last else 0x80)
+            scattered = draw(st.booleans())  # same attributes, frames cycling over 16
             for i in range(lv.entries):
-                entries.append((k, i, (base + i * leaf_size) | fl))
+                frame = (i % 16) * 2 if scattered else i
+                entries.append((k, i, (base + frame * leaf_size) | fl
+                                | (0x20 if draw(st.integers(0, 50)) == 0 else 0)))
             if draw(st.booleans()):
                 i = draw(st.integers(0, lv.entries - 1))
                 entries.append((k, i, draw(st.integers(0, (1 << 64) - 1))))

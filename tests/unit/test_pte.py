@@ -159,9 +159,22 @@ def test_pae_pdpte() -> None:
     assert e.kind is EntryKind.TABLE and e.addr == 0x105000 and not e.reserved
 
 
-@pytest.mark.parametrize("bit", [1, 2, 5, 6, 7, 8, 52, 62, 63])
+@pytest.mark.parametrize("bit", [52, 62, 63])
 def test_pae_pdpte_reserved_bits(bit: int) -> None:
     assert decode_entry(0x0000000000105001 | (1 << bit), PAE, 0).reserved == 1 << bit
+
+
+@pytest.mark.parametrize("bit", [1, 2, 6, 7, 8])
+def test_pae_pdpte_bits_qemu_ignores(bit: int) -> None:
+    """SDM-reserved, but QEMU's walker ignores them: flagged, not fatal."""
+    e = decode_entry(0x0000000000105001 | (1 << bit), PAE, 0)
+    assert e.reserved == 0 and e.soft_reserved == 1 << bit and e.kind is EntryKind.TABLE
+
+
+def test_pae_pdpte_accessed_bit_tolerated() -> None:
+    """QEMU sets A in PDPTEs it uses (seen live: 0x201021)."""
+    e = decode_entry(0x0000000000201021, PAE, 0)
+    assert e.reserved == 0 and e.soft_reserved == 0
 
 
 def test_pae_pde_2m_and_high_bits_reserved() -> None:

@@ -1,0 +1,149 @@
+"""Call-frame information from ``.eh_frame`` / ``.debug_frame`` (DWARF 5, 6.4).
+
+pyelftools parses the CIEs and FDEs and decodes an FDE's instructions into its table of rows
+(``get_decoded()``); this module indexes the FDEs by address and answers "what are the rules
+at this pc" as a :class:`CfiRow`. Applying the rules to a stack is the unwinder's job
+(:mod:`kdiag.unwind.unwinder`). DWARF register numbers (System V ABI): x86-64 0 rax, 1 rdx,
+2 rcx, 3 rbx, 4 rsi, 5 rdi, 6 rbp, 7 rsp, 8-15 r8-r15, 16 return address; i386 0 eax,
+1 ecx, 2 edx, 3 ebx, 4 esp, 5 ebp, 6 esi, 7 edi, 8 return address (eip).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from bisect import bisect_right
+from dataclasses import dataclass
+from typing import Any
+
+from kdiag.errors import InputError
+
+log = logging.getLogger(__name__)
+
+X86_64_REGS = {0: "rax", 1: "rdx", 2: "rcx", 3: "rbx", 4: "rsi", 5: "rdi", 6: "rbp", 7: "rsp",
+               8: "r8", 9: "r9", 10: "r10", 11: "r11", 12: "r12", 13: "r13", 14: "r14",
+               15: "r15", 16: "rip"}
+# i386 numbers mapped onto CpuState's zero-extended 64-bit names
+I386_REGS = {0: "rax", 1: "rcx", 2: "rdx", 3: "rbx", 4: "rsp", 5: "rbp", 6: "rsi", 7: "rdi",
+             8: "rip"}
+
+
+@dataclass(frozen=True, slots=True)
+class CfiRow:
+    """The unwind rules in force at one pc.
+
+    ``cfa_reg``/``cfa_offset``: CFA = reg + offset (``cfa_expr`` True means a DWARF expression
+    this unwinder does not evaluate). ``rules``: DWARF register -> (kind, arg) with kind one
+    of ``OFFSET`` (saved at CFA+arg), ``VAL_OFFSET`` (value is CFA+arg), ``REGISTER`` (in
+    register arg), ``SAME_VALUE``, ``UNDEFINED``, ``EXPRESSION``/``VAL_EXPRESSION``.
+    """
+
+    pc: int
+    fde_start: int
+    fde_end: int
+    cfa_reg: int
+    cfa_offset: int
+    cfa_expr: bool
+    rules: dict[int, tuple[str, int]]
+    ra_reg: int
+    signal_frame: bool
+
+
+class CfiTable:
+    """The FDEs of one ELF (addresses as linked; the caller removes the load bias)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.fdes: list[Any] = []
+        self.source = ""
+        self._decoded: dict[int, list[Any]] = {}
+        self._load()
+
+    def _load(self) -> None:
+        try:
+            from elftools.common.exceptions import ELFError, ELFParseError
+            from elftools.dwarf.callframe import FDE
+            from elftools.elf.elffile import ELFFile
+        except ImportError:  # pragma: no cover - pyelftools is a dependency
+            return
+        try:
+            with open(self.path, "rb") as f:
+                elf = ELFFile(f)
+                if not elf.has_dwarf_info() and not elf.get_section_by_name(".eh_frame"):
+                    return
+                dw = elf.get_dwarf_info(relocate_dwarf_sections=False)
+                entries: list[Any] = []
+                if dw.has_EH_CFI():
+                    entries = list(dw.EH_CFI_entries())
+                    self.source = ".eh_frame"
+                if dw.has_CFI():
+                    entries += list(dw.CFI_entries())
+                    self.source = (self.source + " " if self.source else "") + ".debug_frame"
+                fdes = []
+                for e in entries:
+                    if isinstance(e, FDE):
+                        lo = e.header["initial_location"]
+                        n = e.header["address_range"]
+                        if n:
+                            fdes.append((lo, lo + n, e))
+                fdes.sort(key=lambda t: t[0])
+                for lo, hi, e in fdes:
+                    # force decoding now, while the file is open
+                    self._decoded[len(self.fdes)] = e.get_decoded().table
+                    self.starts.append(lo)
+                    self.ends.append(hi)
+                    self.fdes.append(e)
+        except (OSError, ELFError, ELFParseError, ValueError, KeyError, AttributeError,
+                AssertionError, IndexError, TypeError) as err:
+            raise InputError(f"{self.path}: unreadable call-frame information: {err}") from err
+
+    def __bool__(self) -> bool:
+        return bool(self.starts)
+
+    def row(self, pc: int) -> CfiRow | None:
+        """The rules at ``pc`` (as linked), or None when no FDE covers it."""
+        i = bisect_right(self.starts, pc) - 1
+        if i < 0 or pc >= self.ends[i]:
+            return None
+        table = self._decoded[i]
+        fde = self.fdes[i]
+        best = None
+        for r in table:
+            if r["pc"] <= pc:
+                best = r
+            else:
+                break
+        if best is None:
+            return None
+        cfa = best["cfa"]
+        rules: dict[int, tuple[str, int]] = {}
+        for k, v in best.items():
+            if isinstance(k, int):
+                arg = v.arg if isinstance(v.arg, int) else 0
+                rules[k] = (str(v.type), arg)
+        cie = fde.cie
+        aug = cie.header.get("augmentation", b"") or b""
+        return CfiRow(pc=pc, fde_start=self.starts[i], fde_end=self.ends[i],
+                      cfa_reg=cfa.reg if cfa.reg is not None else -1,
+                      cfa_offset=cfa.offset or 0, cfa_expr=cfa.expr is not None,
+                      rules=rules, ra_reg=cie.header["return_address_register"],
+                      signal_frame=b"S" in bytes(aug))
+
+
+_tables: dict[tuple[str, int, int], CfiTable] = {}
+
+
+def cfi_table(path: str) -> CfiTable:
+    """The CFI table of ``path``, memoized while the file is unchanged."""
+    try:
+        st = os.stat(path)
+        key = (path, st.st_mtime_ns, st.st_size)
+    except OSError:
+        key = (path, 0, 0)
+    t = _tables.get(key)
+    if t is None:
+        t = CfiTable(path)
+        _tables[key] = t
+    return t
