@@ -90,6 +90,18 @@ def classify(event: Event) -> str | None:
     return None
 
 
+def halted_for_good(session: QmpSession) -> bool:
+    """Every CPU in HLT with RFLAGS.IF=0 (only an NMI would wake it). False if unknown."""
+    import re
+
+    try:
+        text = session.hmp("info registers -a")
+    except KdiagError:
+        return False
+    cpus = re.findall(r"(?:RFL|EFL)=([0-9a-f]+).*?HLT=(\d)", text)
+    return bool(cpus) and all(h == "1" and not int(f, 16) & 0x200 for f, h in cpus)
+
+
 def wait_for_stop(session: QmpSession, timeout: float | None = None,
                   say: Callable[[str], None] = lambda s: None) -> tuple[str, Event | None, bool]:
     """Block until the guest stops for good: ``(outcome, event, already_stopped)``.
@@ -196,6 +208,10 @@ def watch(session: QmpSession, *, elfs: Sequence[str | Path] = (), timeout: floa
     if outcome == "timeout":
         result.exit_code = EXIT_TIMEOUT
         say(f"no triple fault within {timeout:g}s" if timeout else "no triple fault")
+        if halted_for_good(session):
+            say("the guest is halted with interrupts disabled: its kernel stopped itself (a "
+                "panic, or an exception its handler caught), which is not a triple fault; "
+                "`kdiag triage LOG` diagnoses handled exceptions from the QEMU -d log")
         return result
     if outcome == "shutdown":
         reason = stop_reason(event or {}) or "unknown"

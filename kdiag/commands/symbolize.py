@@ -14,8 +14,9 @@ NAME = "symbolize"
 HELP = "symbolize addresses with one or more ELFs (like addr2line -f -i), from args or stdin"
 DESCRIPTION = """\
 Print, for each address, the function (symbol+offset), the source file and line, and the
-calls the address is inlined into. Addresses come from the command line or, when none are
-given (or "-"), from standard input, one or more per line (C syntax: 0x..., decimal).
+calls the address is inlined into. Addresses come from the command line (C syntax: 0x...,
+decimal) or, when none are given (or "-"), from standard input, one or more per line, in hex
+with or without 0x (as addr2line reads them).
 
 The ELF's index is built once and cached (KDIAG_CACHE_DIR, else ~/.cache/kdiag), so later runs
 start at once. --format addr2line prints exactly what `addr2line -f -i -e ELF` prints.
@@ -39,17 +40,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _addresses(args: argparse.Namespace) -> Iterator[int]:
+    """Arguments in C syntax (``0x...``, decimal); standard input as addr2line reads it (hex,
+    with or without ``0x``), so addr2line pipelines work unchanged."""
     items = list(args.addresses)
-    if not items or items == ["-"]:
+    from_stdin = not items or items == ["-"]
+    if from_stdin:
         items = [w for line in sys.stdin for w in line.split()]
     for w in items:
         try:
-            yield int(w.replace("_", ""), 0)
+            yield int(w, 16) if from_stdin else int(w.replace("_", ""), 0)
         except ValueError:
-            try:
-                yield int(w, 16)  # bare hex, as addr2line reads it
-            except ValueError:
-                raise UsageError(f"not an address: {w!r}") from None
+            raise UsageError(f"not an address: {w!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:

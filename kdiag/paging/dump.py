@@ -189,6 +189,7 @@ _CLR_AVL = bytes(b & ~0x0E for b in range(256))  # byte 1: clear bits 9-11 (avai
 _CLR_52_55 = bytes(b & 0x0F for b in range(256))  # byte 6: bits 52-55 ignored (IA-32e)
 _CLR_56_58 = bytes(b & ~0x07 for b in range(256))  # byte 7: bits 56-58 ignored
 _CLR_56_62 = bytes(b & 0x80 for b in range(256))  # byte 7: + protection keys when CR4.PKE=0
+_XD_TO_BIT5 = bytes((b & 0x80) >> 2 for b in range(256))  # byte 7's XD as bit 5 of a lane
 
 _MT_NONE = 0xF  # key nibble for "no memory type" (invalid PAT)
 
@@ -407,6 +408,9 @@ class _Dumper:
         top_long = depth == 0 and self.long
         leaf_level = lv.last or mk.leaf_ps
         page = mk.page_size
+        # PT without PA pieces to collect: one step per run of equal attributes.
+        if lv.last and self.segments is None and n > 4 and self._runs(data, mk, base_va, inh):
+            return
         # Fast path: a full table of leaves mapping consecutive frames with equal attributes.
         if missing == 0 and leaf_level and n > 4:
             if self._fast(data, mk, base_va, inh, table):
@@ -555,6 +559,64 @@ class _Dumper:
                                 f"{lv.name}[{i}] points back to the {anc} at {child:#x} "
                                 "(a loop in the hierarchy); not descended")
 
+    def _runs(self, data: bytes, mk: LevelMasks, base_va: int, inh: int) -> bool:
+        """A PT as runs of equal attributes, each one chunk, without a loop per entry.
+
+        The attribute bits of every entry (P, R/W, U/S, PWT, PCD, PAT, XD) are gathered into
+        one byte per entry with ``bytes.translate`` on byte lanes; ``lstrip`` then finds where
+        each run of equal bytes ends. A run is PA-contiguous when its entries, with the
+        ignored bits (A, D, available) cleared and read as one little-endian integer, equal
+        ``e0*R + 4096*S`` (see :meth:`_fast`). Returns False (nothing emitted) when a
+        reserved bit is set anywhere, so the per-entry path can report it.
+        """
+        esz = mk.level.entry_size
+        n = mk.level.entries
+        for k, m in _lane_masks(mk.rsvd_leaf, esz):
+            if data[k::esz].translate(_keep(m)).count(0) != n:
+                return False
+        attrs = data[0::esz].translate(_keep(0x9F))
+        if esz == 8:
+            xd = data[7::8].translate(_XD_TO_BIT5)
+            attrs = (int.from_bytes(attrs, "little") | int.from_bytes(xd, "little")).to_bytes(
+                n, "little")
+        mba = self._masked(data, esz)
+        rep, ramp = _lanes(n, esz)
+        addr = mk.addr_leaf
+        top = 1 << (8 * esz)
+        attr_mask = 0x9E | ((1 << 63) if esz == 8 else 0)
+        emit = self._emit
+        st = self.stats
+        pos = 0
+        while pos < n:
+            v = attrs[pos]
+            end = n - len(attrs[pos:].lstrip(attrs[pos:pos + 1]))
+            if v & 1:
+                cnt = end - pos
+                st.entries += 1
+                e0 = int.from_bytes(mba[pos * esz:(pos + 1) * esz], "little")
+                contiguous = cnt == 1
+                if not contiguous and e0 + (cnt - 1) * 4096 < top:
+                    m = (1 << (8 * esz * cnt)) - 1
+                    x = int.from_bytes(mba[pos * esz:end * esz], "little")
+                    contiguous = x == e0 * (rep & m) + 4096 * (ramp & m)
+                emit(base_va + (pos << 12), cnt << 12, (e0 & addr) if contiguous else None,
+                     self._key(inh, e0 & attr_mask, 0x80), 4096, cnt)
+            pos = end
+        if st.entries > self.limits.max_entries:
+            raise _Truncated(f"more than {self.limits.max_entries} entries examined")
+        return True
+
+    def _masked(self, data: bytes, esz: int) -> bytearray:
+        """``data`` with the bits that never split a range cleared: A, D, the available bits
+        (9-11, and 52-58 in IA-32e entries; protection keys too unless CR4.PKE)."""
+        ba = bytearray(data)
+        ba[0::esz] = ba[0::esz].translate(_CLR_AD)
+        ba[1::esz] = ba[1::esz].translate(_CLR_AVL)
+        if esz == 8 and self.long:
+            ba[6::8] = ba[6::8].translate(_CLR_52_55)
+            ba[7::8] = ba[7::8].translate(_CLR_56_58 if self.params.pke else _CLR_56_62)
+        return ba
+
     def _uniform(self, data: bytes, mk: LevelMasks, base_va: int, inh: int) -> bool:
         """Recognise a full table of leaves with equal attributes but scattered frames.
 
@@ -590,12 +652,7 @@ class _Dumper:
         lv = mk.level
         esz = lv.entry_size
         n = lv.entries
-        ba = bytearray(data)
-        ba[0::esz] = ba[0::esz].translate(_CLR_AD)
-        ba[1::esz] = ba[1::esz].translate(_CLR_AVL)
-        if esz == 8 and self.long:
-            ba[6::8] = ba[6::8].translate(_CLR_52_55)
-            ba[7::8] = ba[7::8].translate(_CLR_56_58 if self.params.pke else _CLR_56_62)
+        ba = self._masked(data, esz)
         e0 = int.from_bytes(ba[:esz], "little")
         if not lv.last and not e0 & 0x80:
             return False

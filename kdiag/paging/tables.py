@@ -11,6 +11,10 @@ Backends may advertise two optional hints (plain attributes, not part of the Tar
 - ``bulk_read_gap``: bytes of unneeded memory worth reading to save one extra request
   (pmemsave: hundreds of KiB; gdb packets: 0). Default 0: only adjacent pages are merged.
 - ``bulk_read_max``: the largest single read to issue (default 16 MiB).
+- ``table_readahead``: bytes to read around a missing table page, in one aligned window
+  (default: ``bulk_read_gap`` up to 256 KiB). Allocators put tables next to each other, so
+  on a backend where a request costs more than its bytes, the first read usually brings
+  the whole hierarchy. 0 disables it.
 
 A run that fails to read is retried page by page so one bad pointer (a table "beyond RAM")
 does not hide its neighbours; pages that cannot be read are remembered with the error text.
@@ -47,7 +51,8 @@ class TableCache:
                  gap: int | None = None, bulk_max: int | None = None) -> None:
         self.target = target
         self.max_pages = max_pages
-        self.gap = int(getattr(target, "bulk_read_gap", 0) or 0) if gap is None else gap
+        self._gap_fixed = gap is not None
+        self.gap = gap or 0
         self.bulk_max = bulk_max or int(getattr(target, "bulk_read_max", 0) or DEFAULT_BULK_MAX)
         self._pages: dict[int, bytes] = {}
         self.bad: dict[int, str] = {}
@@ -70,6 +75,17 @@ class TableCache:
         self.bytes_read += size
         return data
 
+    def _hints(self) -> tuple[int, int]:
+        """(gap, readahead) now: a backend may raise its hints once it knows its bulk path."""
+        gap = self.gap if self._gap_fixed else int(getattr(self.target, "bulk_read_gap", 0) or 0)
+        ra = getattr(self.target, "table_readahead", None)
+        if ra is None:
+            ra = min(gap, 256 * 1024)
+        ra = int(ra or 0)
+        if ra and ra & (ra - 1):  # a power of two, for aligned windows
+            ra = 1 << (ra.bit_length() - 1)
+        return gap, (ra if ra >= 2 * PAGE else 0)
+
     def prefetch(self, pas: Iterable[int]) -> None:
         """Make sure the pages holding ``pas`` are cached, reading missing ones in bulk.
 
@@ -80,15 +96,27 @@ class TableCache:
             return
         if len(self._pages) + len(need) > self.max_pages:
             raise TableLimitReached(f"more than {self.max_pages} page-table pages")
+        gap, ra = self._hints()
+        pages = need
+        if ra:  # read whole aligned windows around the pages we need
+            span: set[int] = set()
+            for pa in need:
+                base = pa & ~(ra - 1)
+                span.update(range(base, base + ra, PAGE))
+            pages = sorted(span - self._pages.keys() - self.bad.keys())
+            if len(self._pages) + len(pages) > self.max_pages:
+                pages = need
         runs: list[tuple[int, int]] = []  # (start, end) byte ranges
         max_run = max(self.bulk_max, PAGE)
-        for pa in need:
-            if runs and pa - runs[-1][1] <= self.gap and pa + PAGE - runs[-1][0] <= max_run:
+        for pa in pages:
+            if runs and pa - runs[-1][1] <= gap and pa + PAGE - runs[-1][0] <= max_run:
                 runs[-1] = (runs[-1][0], pa + PAGE)
             else:
                 runs.append((pa, pa + PAGE))
         wanted = set(need)
         for start, end in runs:
+            if not wanted.intersection(range(start, end, PAGE)):
+                continue
             try:
                 data = self._read(start, end - start)
             except MemoryReadError as err:
@@ -102,7 +130,7 @@ class TableCache:
                 continue
             for off in range(0, end - start, PAGE):
                 pa = start + off
-                if pa in wanted:
+                if pa in wanted or pa not in self._pages:
                     self._pages[pa] = data[off:off + PAGE]
 
     def _read_one(self, pa: int) -> bytes | None:
@@ -122,9 +150,9 @@ class TableCache:
             return data
         if base in self.bad:
             return None
-        if len(self._pages) >= self.max_pages:
-            raise TableLimitReached(f"more than {self.max_pages} page-table pages")
-        return self._read_one(base)
+        self.prefetch((base,))
+        data = self._pages.get(base)
+        return data
 
     def table(self, pa: int, size: int) -> bytes | None:
         """``size`` bytes of the table at ``pa`` (which must not cross a page), None if unreadable.

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kdiag.errors import InputError
-from kdiag.symbols.dwarf import DwarfError, DwarfSections, DwarfTables, read_dwarf
+from kdiag.symbols.dwarf import DwarfError, DwarfSections, DwarfTables, FuncNode, read_dwarf
 from kdiag.symbols.elffile import PT_LOAD, SHF_ALLOC, SHF_EXECINSTR, ElfFile
-from kdiag.symbols.stabs import EipDebugInfo, StabTable, build_segments
+from kdiag.symbols.stabs import EipDebugInfo, StabLines, StabTable, build_segments, read_lines
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 STT_NOTYPE, STT_OBJECT, STT_FUNC = 0, 1, 2
 NONE = -1
 
@@ -58,7 +58,9 @@ class ElfIndex:
     fn_call_line: array[int] = field(default_factory=lambda: array("I"))
     fn_entry: array[int] = field(default_factory=lambda: array("Q"))
     fn_inlined: bytes = b""
+    fn_narg: array[int] = field(default_factory=lambda: array("i"))
     fn_names: list[str] = field(default_factory=list)
+    line_source: str = ""  # "dwarf" or "stabs": which table filled ln_* and fn_*
     # STABS segments
     st_starts: array[int] = field(default_factory=lambda: array("Q"))
     st_file: array[int] = field(default_factory=lambda: array("i"))
@@ -73,7 +75,18 @@ class ElfIndex:
 
     # -- serialization ---------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        return pickle.dumps((FORMAT_VERSION, self.__dict__), protocol=pickle.HIGHEST_PROTOCOL)
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        return pickle.dumps((FORMAT_VERSION, state), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def columns(self) -> tuple[list[int], list[int], list[int], list[int], list[int]]:
+        """Plain-list copies of the bisected columns (lists index twice as fast as arrays):
+        sym_starts, sym_ends, ln_addrs, fs_starts, fs_node. Built once per object."""
+        cols = self.__dict__.get("_columns")
+        if cols is None:
+            cols = (list(self.sym_starts), list(self.sym_ends), list(self.ln_addrs),
+                    list(self.fs_starts), list(self.fs_node))
+            self.__dict__["_columns"] = cols
+        return cols
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ElfIndex:
@@ -195,6 +208,7 @@ def _build_dwarf(elf: ElfFile, idx: ElfIndex) -> None:
     except (DwarfError, ValueError, IndexError, UnicodeDecodeError) as err:
         raise InputError(f"{elf.path}: corrupt DWARF: {err}") from err
     idx.has_dwarf = True
+    idx.line_source = "dwarf"
     _index_lines(tables, idx)
     _index_funcs(tables, idx)
 
@@ -244,10 +258,10 @@ def _index_lines(t: DwarfTables, idx: ElfIndex) -> None:
     idx.files = t.files
 
 
-def _index_funcs(t: DwarfTables, idx: ElfIndex) -> None:
+def _index_funcs(t: DwarfTables, idx: ElfIndex, narg: list[int] | None = None) -> None:
     names: dict[str, int] = {}
     funcs = t.funcs
-    for node in funcs:
+    for i, node in enumerate(funcs):
         nm = node.name or "??"
         ni = names.get(nm)
         if ni is None:
@@ -258,6 +272,7 @@ def _index_funcs(t: DwarfTables, idx: ElfIndex) -> None:
         idx.fn_call_file.append(node.call_file)
         idx.fn_call_line.append(node.call_line)
         idx.fn_entry.append(min(lo for lo, _ in node.ranges))
+        idx.fn_narg.append(narg[i] if narg is not None else -1)
     idx.fn_inlined = bytes(1 if n.inlined else 0 for n in funcs)
     # flatten nested ranges: at each boundary the deepest open node (latest on ties) wins
     events: list[tuple[int, int, int]] = []  # (addr, +1 open / 0 close, node)
@@ -316,6 +331,8 @@ def _build_stabs(elf: ElfFile, idx: ElfIndex) -> None:
     table = StabTable(stab_data, stabstr)
     if not len(table):
         return
+    if not idx.has_dwarf:
+        _index_stab_lines(read_lines(table), idx)
     seg = build_segments(table)
     idx.has_stabs = True
     idx.st_starts = array("Q", seg.starts)
@@ -326,6 +343,36 @@ def _build_stabs(elf: ElfFile, idx: ElfIndex) -> None:
     idx.st_narg = array("i", seg.narg)
     idx.st_ok = bytes(seg.ok)
     idx.st_names = seg.names
+
+
+def _index_stab_lines(sl: StabLines, idx: ElfIndex) -> None:
+    """STABS as a line table + function ranges (no inlining), like binutils reads them."""
+    t = DwarfTables()
+    ids: dict[str, int] = {}
+    sa: list[int] = []
+    sf: list[int] = []
+    sln: list[int] = []
+    for addr, file, line in sl.rows:
+        fid = ids.get(file)
+        if fid is None:
+            fid = ids[file] = len(t.files)
+            t.files.append(file)
+        if sa and sa[-1] == addr:
+            sf[-1], sln[-1] = fid, line
+        else:
+            sa.append(addr)
+            sf.append(fid)
+            sln.append(line)
+    if sa:
+        end = max([sa[-1] + 1] + [f[1] for f in sl.funcs])
+        t.seqs.append((sa, sf, sln, end))
+    for start, end, name, _narg in sl.funcs:
+        t.funcs.append(FuncNode(ranges=[(start, max(end, start + 1))], name_ref=-1, name=name,
+                                parent=NONE, inlined=False, call_file=-1, call_line=0,
+                                depth=1))
+    idx.line_source = "stabs"
+    _index_lines(t, idx)
+    _index_funcs(t, idx, narg=[f[3] for f in sl.funcs])
 
 
 def describe(idx: ElfIndex) -> dict[str, Any]:

@@ -263,3 +263,77 @@ def build_segments(table: StabTable) -> StabSegments:
         seg.narg.append(key[4])
         seg.ok.append(key[5])
     return seg
+
+
+@dataclass(frozen=True)
+class StabLines:
+    """STABS read the straightforward way (what binutils' addr2line does), for ``lookup``.
+
+    ``rows``: ``(address, file, line)`` sorted by address (N_SLINE relative to the current
+    N_FUN, absolute outside functions; the file is the current N_SOL or N_SO).
+    ``funcs``: ``(start, end, name, narg)``: ``end`` is the next function's start or the
+    end of the source file (empty N_SO); ``narg`` counts the N_PSYM (stack) parameters.
+    """
+
+    rows: list[tuple[int, str, int]]
+    funcs: list[tuple[int, int, str, int]]
+
+
+def read_lines(table: StabTable) -> StabLines:
+    rows: list[tuple[int, str, int]] = []
+    starts: list[int] = []
+    ends: list[int | None] = []
+    names: list[str] = []
+    nargs: list[int] = []
+    so_dir = ""
+    main_file = cur_file = ""
+    open_fn = False
+    seen_line = False
+
+    def close(end: int) -> None:
+        if open_fn and ends[-1] is None:
+            ends[-1] = end
+
+    for ty, v, desc, strx in zip(table.type, table.value, table.desc, table.strx, strict=True):
+        if ty == N_SO:
+            name = table.string(strx)
+            close(v)
+            open_fn = False
+            if not name:  # end of this source file
+                so_dir = ""
+                continue
+            if name.endswith("/"):
+                so_dir = name
+                continue
+            main_file = cur_file = name if name.startswith("/") or not so_dir else so_dir + name
+        elif ty == N_SOL:
+            cur_file = table.string(strx)
+        elif ty == N_FUN:
+            name = table.string(strx)
+            if not name:  # gcc's end-of-function marker: n_value is the size
+                if open_fn:
+                    close(starts[-1] + v)
+                open_fn = False
+                continue
+            close(v)
+            open_fn = True
+            seen_line = False
+            starts.append(v)
+            ends.append(None)
+            names.append(name.split(":", 1)[0])
+            nargs.append(0)
+        elif ty == N_PSYM and open_fn and not seen_line:
+            nargs[-1] += 1
+        elif ty == N_SLINE:
+            seen_line = True
+            addr = (starts[-1] + v) & 0xFFFFFFFF if open_fn else v
+            rows.append((addr, cur_file or main_file, desc))
+    rows.sort(key=lambda r: r[0])
+    order = sorted(range(len(starts)), key=lambda i: starts[i])
+    funcs: list[tuple[int, int, str, int]] = []
+    for n, i in enumerate(order):
+        end = ends[i]
+        if end is None:
+            end = starts[order[n + 1]] if n + 1 < len(order) else starts[i] + 1
+        funcs.append((starts[i], end, names[i], nargs[i]))
+    return StabLines(rows, funcs)

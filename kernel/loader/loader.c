@@ -3,8 +3,9 @@
  *
  * Boot chain: OVMF -> this loader -> kernel.  OVMF starts us in long mode with its own
  * identity-mapped page tables, GDT and IDT.  We read \kdiag.cfg (scenario) and \kernel.elf
- * from our own volume, copy the kernel's PT_LOAD segments into pages from AllocateAnyPages
- * (physical addresses near 16 MiB are taken by OVMF), build the first 4-level page tables
+ * from our own volume, copy the kernel's PT_LOAD segments (placed by p_paddr, an offset in
+ * the image) into pages from AllocateAnyPages (physical addresses near 16 MiB are taken
+ * by OVMF), build the first 4-level page tables
  * (identity map of RAM without page 0, physmap at PHYSMAP_BASE, kernel at its link
  * address), collect the boot info (memory map, GOP framebuffer, ACPI RSDP), exit boot
  * services (retrying on a stale map key), load CR3, and jump to the kernel entry with the
@@ -231,34 +232,46 @@ static EFI_STATUS load_kernel(const uint8_t *file, UINTN file_size, struct kerne
 	    eh->e_phoff + (uint64_t)eh->e_phnum * sizeof(struct elf64_phdr) > file_size)
 		return fail("kernel.elf is not an x86-64 ELF executable", EFI_LOAD_ERROR);
 
+	/* Placement is by p_paddr: each segment's offset in the image.  The image is mapped
+	 * at the virtual address of the segment holding the entry point, minus its offset
+	 * (KERNEL_VBASE); segments linked elsewhere (the user task's code) are loaded here
+	 * and mapped by the kernel. */
 	const struct elf64_phdr *ph = (const struct elf64_phdr *)(file + eh->e_phoff);
-	uint64_t lo = ~0ULL, hi = 0;
+	uint64_t lo = ~0ULL, hi = 0, delta = 0;
+	int have_entry = 0;
 	for (int i = 0; i < eh->e_phnum; i++) {
 		if (ph[i].p_type != PT_LOAD)
 			continue;
 		if (ph[i].p_offset + ph[i].p_filesz > file_size || ph[i].p_filesz > ph[i].p_memsz)
 			return fail("kernel.elf: segment outside the file", EFI_LOAD_ERROR);
-		if (ph[i].p_vaddr < lo)
-			lo = ph[i].p_vaddr;
-		if (ph[i].p_vaddr + ph[i].p_memsz > hi)
-			hi = ph[i].p_vaddr + ph[i].p_memsz;
+		if (ph[i].p_paddr < lo)
+			lo = ph[i].p_paddr;
+		if (ph[i].p_paddr + ph[i].p_memsz > hi)
+			hi = ph[i].p_paddr + ph[i].p_memsz;
+		if (eh->e_entry >= ph[i].p_vaddr && eh->e_entry < ph[i].p_vaddr + ph[i].p_memsz) {
+			delta = ph[i].p_vaddr - ph[i].p_paddr;
+			have_entry = 1;
+		}
 	}
-	if (hi <= lo)
-		return fail("kernel.elf has no PT_LOAD segment", EFI_LOAD_ERROR);
+	if (hi <= lo || !have_entry)
+		return fail("kernel.elf: no PT_LOAD segment holds the entry point", EFI_LOAD_ERROR);
 	lo &= ~(PAGE_SIZE - 1);
 	hi = (hi + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+	if (hi - lo > 64 * 1024 * 1024)
+		return fail("kernel.elf: image larger than 64 MiB (p_paddr must be image offsets)",
+			    EFI_LOAD_ERROR);
 
 	/* One contiguous allocation anywhere: the page tables put it at its link address. */
 	EFI_STATUS st = alloc_pages((hi - lo) / PAGE_SIZE, &k->phys);
 	if (EFI_ERROR(st))
 		return fail("AllocatePages for the kernel image", st);
-	k->virt = lo;
+	k->virt = lo + delta;
 	k->size = hi - lo;
 	k->entry = eh->e_entry;
 	for (int i = 0; i < eh->e_phnum; i++) {
 		if (ph[i].p_type != PT_LOAD)
 			continue;
-		uint8_t *dst = (uint8_t *)(uintptr_t)(k->phys + ph[i].p_vaddr - lo);
+		uint8_t *dst = (uint8_t *)(uintptr_t)(k->phys + ph[i].p_paddr - lo);
 		kmemcpy(dst, file + ph[i].p_offset, ph[i].p_filesz);   /* rest stays zero (.bss) */
 		say("segment va=0x%lx pa=0x%lx filesz=0x%lx memsz=0x%lx %c%c%c",
 		    (unsigned long)ph[i].p_vaddr, (unsigned long)(uintptr_t)dst,

@@ -21,7 +21,7 @@
 #define ALIGN_UP(x, a) (((x) + (a) - 1) & ~((uint64_t)(a) - 1))
 
 /* linker-script symbols */
-extern char __kernel_start[], __text_start[], __text_end[], __user_start[], __user_end[];
+extern char __kernel_start[], __text_start[], __text_end[], __user_load[], __user_load_end[];
 extern char __rodata_start[], __rodata_end[], __data_start[], __bss_start[], __kernel_end[];
 
 /* main.c */
@@ -92,7 +92,8 @@ NORETURN void user_start(void);
 void syscall_dispatch(struct trapframe *tf);
 NORETURN void user_enter(uint64_t rip, uint64_t rsp, uint64_t cs, uint64_t ss); /* entry.S */
 void syscall_entry(void);                                                       /* syscall_entry.S */
-void user_entry(void);                                                          /* user.S */
+/* user.S's user_entry is linked at USER_CODE_VA (lower half: not addressable from
+ * -mcmodel=kernel C); kernel.lds.S asserts it. */
 
 /* report.c */
 void kdiag_report(void);

@@ -17,6 +17,7 @@ ENTRY(_start)
 PHDRS
 {
 	text   PT_LOAD FLAGS(5);   /* R X */
+	user   PT_LOAD FLAGS(5);   /* R X, linked at USER_CODE_VA */
 	rodata PT_LOAD FLAGS(4);   /* R   */
 	data   PT_LOAD FLAGS(6);   /* R W */
 }
@@ -32,14 +33,20 @@ SECTIONS
 		*(.text .text.*)
 	} :text
 
+	/* The user task's code: linked at its run address USER_CODE_VA (so its symbols
+	 * are the addresses ring 3 executes), loaded inside the image right after .text. */
 	. = ALIGN(4096);
-	.user : AT(ADDR(.user) - KERNEL_VBASE) {
+	__user_load = .;
+	.user USER_CODE_VA : AT(__user_load - KERNEL_VBASE) {
 		__user_start = .;
 		*(.user)
 		. = ALIGN(4096);
 		__user_end = .;
-	} :text
+	} :user
+	. = __user_load + SIZEOF(.user);
+	__user_load_end = .;
 	__text_end = .;
+	ASSERT(user_entry == USER_CODE_VA, "user_entry must open the .user section")
 
 	. = ALIGN(4096);
 	.rodata : AT(ADDR(.rodata) - KERNEL_VBASE) {

@@ -52,10 +52,10 @@ void kdiag_report(void)
 		   (unsigned long)read_cr3(), (unsigned long)read_cr4());
 	kdiag_line("FB pa=0x%lx va=0x%lx size=0x%lx", (unsigned long)fb_pa, (unsigned long)FB_VA,
 		   (unsigned long)fb_bytes);
-	kdiag_line("USER code=0x%lx stack=0x%lx entry=0x%lx stack_base=0x%lx",
+	kdiag_line("USER code=0x%lx stack=0x%lx entry=0x%lx stack_base=0x%lx load=0x%lx",
 		   (unsigned long)USER_CODE_VA, (unsigned long)USER_STACK_TOP,
-		   (unsigned long)(USER_CODE_VA + ((uint64_t)user_entry - (uint64_t)__user_start)),
-		   (unsigned long)USER_STACK_VA);
+		   (unsigned long)USER_CODE_VA,
+		   (unsigned long)USER_STACK_VA, (unsigned long)__user_load);
 	kdiag_line("KERNEL text=0x%lx-0x%lx physmap=0x%lx ram=0x%lx physmap_end=0x%lx phys=0x%lx "
 		   "rodata=0x%lx-0x%lx data=0x%lx-0x%lx entry=0x%lx",
 		   (unsigned long)__text_start, (unsigned long)__text_end, (unsigned long)PHYSMAP_BASE,

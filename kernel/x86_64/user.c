@@ -3,7 +3,8 @@
  *
  * Boot chain: the last stage of kmain.  syscall_init sets EFER.SCE, STAR (kernel CS
  * 0x08, SYSRET base 0x10 -> user CS 0x23 / SS 0x1b), LSTAR = syscall_entry and SFMASK.
- * user_start maps the .user section at USER_CODE_VA (user, read + execute) and a stack
+ * user_start maps the .user section (linked at USER_CODE_VA, loaded inside the kernel
+ * image) at USER_CODE_VA (user, read + execute) and a stack
  * at USER_STACK_VA (user, read/write, NX) in PML4 slot PML4_INDEX(USER_BASE), which is
  * the only lower-half slot that survives unmap_lower_half, and IRETQs to ring 3.  The
  * task's SYS_BOOT_DONE call finishes the boot (kmain_late) on the RSP0 stack.
@@ -32,14 +33,14 @@ NORETURN void user_start(void)
 		code_flags |= PTE_NX;                     /* user-nx */
 	if (knobs.user_code_supervisor)
 		code_flags &= ~PTE_U;                     /* user-supervisor */
-	for (uint64_t va = (uint64_t)__user_start; va < (uint64_t)__user_end; va += PAGE_SIZE) {
+	for (uint64_t va = (uint64_t)__user_load; va < (uint64_t)__user_load_end; va += PAGE_SIZE) {
 		uint64_t pa = bootinfo->kernel_phys + (va - bootinfo->kernel_virt);
-		map_page(USER_CODE_VA + (va - (uint64_t)__user_start), pa, PAGE_SIZE, code_flags);
+		map_page(USER_CODE_VA + (va - (uint64_t)__user_load), pa, PAGE_SIZE, code_flags);
 	}
 	for (uint64_t off = 0; off < USER_STACK_SIZE; off += PAGE_SIZE)
 		map_page(USER_STACK_VA + off, pmm_alloc(), PAGE_SIZE, PTE_P | PTE_W | PTE_U | PTE_NX);
 
-	uint64_t rip = USER_CODE_VA + ((uint64_t)user_entry - (uint64_t)__user_start);
+	uint64_t rip = USER_CODE_VA;                      /* user_entry */
 	klog("user: entering ring 3 at 0x%lx (cs 0x%x ss 0x%x, stack top 0x%lx)",
 	     (unsigned long)rip, user_cs, user_ss, (unsigned long)USER_STACK_TOP);
 	if (knobs.user_code_nx || knobs.user_code_supervisor)

@@ -139,10 +139,11 @@ def table_sets(draw, mode: PagingMode, pse: bool):
             base = draw(st.sampled_from([0, 0x40000000, 0x80000000]))
             fl = _flags(draw, True) | 1 | (0 if lv.last else 0x80)
             scattered = draw(st.booleans())  # same attributes, frames cycling over 16
+            accessed = draw(st.integers(0, lv.entries - 1))  # A/D never split a range
             for i in range(lv.entries):
                 frame = (i % 16) * 2 if scattered else i
                 entries.append((k, i, (base + frame * leaf_size) | fl
-                                | (0x20 if draw(st.integers(0, 50)) == 0 else 0)))
+                                | (0x60 if i == accessed else 0)))
             if draw(st.booleans()):
                 i = draw(st.integers(0, lv.entries - 1))
                 entries.append((k, i, draw(st.integers(0, (1 << 64) - 1))))

@@ -27,7 +27,8 @@ class ScriptedSession:
 
     def __init__(self, status: str = "running", queued: list[dict] | None = None,
                  arriving: list[dict] | None = None, dump: Callable[[str], None] | None = None,
-                 dies: bool = False) -> None:
+                 dies: bool = False, registers: str = "") -> None:
+        self.registers = registers
         self._status = status
         self.queued = list(queued or [])
         self.arriving = list(arriving or [])
@@ -55,6 +56,10 @@ class ScriptedSession:
         if self.dies:
             raise TargetGone("QEMU at /fake/qmp.sock is gone (the QMP connection closed)")
         return None
+
+    def hmp(self, line: str, timeout: float | None = None) -> str:
+        assert line == "info registers -a"
+        return self.registers
 
     def execute(self, command: str, arguments: dict | None = None,
                 timeout: float | None = None) -> Any:
@@ -156,6 +161,20 @@ def test_watch_exit_codes_without_a_fault(monkeypatch: pytest.MonkeyPatch) -> No
     res = W.watch(ScriptedSession(), timeout=0.01, out=io.StringIO(),  # type: ignore[arg-type]
                   err=io.StringIO())
     assert res.exit_code == W.EXIT_TIMEOUT
+
+
+def test_timeout_on_a_guest_that_halted_itself_says_so() -> None:
+    halted = ("CPU#0\nRIP=ffffffff80001234 RFL=00000046 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1\n"
+              "CPU#1\nRIP=ffffffff80001234 RFL=00000002 [-------] CPL=0 II=0 A20=1 SMM=0 HLT=1\n")
+    err = io.StringIO()
+    W.watch(ScriptedSession(registers=halted), timeout=0.01, out=io.StringIO(),  # type: ignore[arg-type]
+            err=err)
+    assert "halted with interrupts disabled" in err.getvalue()
+    running = halted.replace("RFL=00000002", "RFL=00000202")
+    err = io.StringIO()
+    W.watch(ScriptedSession(registers=running), timeout=0.01, out=io.StringIO(),  # type: ignore[arg-type]
+            err=err)
+    assert "halted" not in err.getvalue()
 
 
 def test_qemu_exiting_instead_of_freezing_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:

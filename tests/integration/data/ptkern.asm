@@ -9,6 +9,10 @@
 ;                  a WC page via PAT entry 4, a recursive self-map in PML4[510])
 ;   -DMODE_L5      5-level paging (CR4.LA57), the same PML4 (without the self-map) under
 ;                  PML5[0] and PML5[511]
+;   -DMODE_B32     benchmark: JOS-like 32-bit tables, a PD and 64 PTs mapping 0xf0000000-4 GiB
+;                  with 65536 4 KiB pages (plus one 4 MiB identity page for the code)
+;   -DMODE_B64     benchmark: 4-level tables of 5 pages (PML4, PDPT, PD, two PTs of mixed
+;                  kernel-like 4 KiB pages, one 2 MiB identity page)
 ;
 ; Build:  nasm -f elf32 -DMODE_X ptkern.asm -o x.o && ld -m elf_i386 -Ttext=0x100000 -e _start
 ; Boot:   qemu-system-x86_64 -accel tcg -cpu max -kernel x.elf   (multiboot, 32-bit entry)
@@ -24,7 +28,7 @@ bits 32
 MB_MAGIC  equ 0x1BADB002
 MB_FLAGS  equ 0
 TABLES    equ 0x200000
-NTABLES   equ 16
+NTABLES   equ 66
 %define T(n) (TABLES + (n) * 0x1000)
 
 P   equ 1 << 0
@@ -128,6 +132,54 @@ _start:
     mov cr3, eax
     mov eax, cr0
     or eax, 0x80010000          ; PG | WP
+    mov cr0, eax
+%endif
+
+%ifdef MODE_B32
+    E32 T(0), 0, 0 | P | RW | PS                      ; identity 0-4 MiB (4 MiB page)
+    mov edi, T(0) + 0x3c0 * 4                         ; PD[0x3c0..0x3ff] -> T1..T64
+    mov eax, T(1) | P | RW
+    mov ecx, 64
+.pdes:
+    mov [edi], eax
+    add eax, 0x1000
+    add edi, 4
+    loop .pdes
+    FILL32 T(1), 0, 65536, 0 | P | RW, 0x1000         ; 64 PTs back to back: 256 MiB
+    mov eax, cr4
+    or eax, 1 << 4
+    mov cr4, eax
+    mov eax, T(0)
+    mov cr3, eax
+    mov eax, cr0
+    or eax, 0x80010000
+    mov cr0, eax
+%endif
+
+%ifdef MODE_B64
+    mov ecx, 0xc0000080
+    rdmsr
+    or eax, (1 << 8) | (1 << 11)
+    wrmsr
+    E64 T(0), 0, T(1) | P | RW, 0                     ; PML4 -> PDPT
+    E64 T(0), 511, T(1) | P | RW, 0                   ; and again for the kernel half
+    E64 T(1), 0, T(2) | P | RW, 0                     ; PDPT -> PD
+    E64 T(1), 510, T(2) | P | RW, 0
+    E64 T(2), 0, 0 | P | RW | PS, 0                   ; identity 0-2 MiB
+    E64 T(2), 1, T(3) | P | RW, 0
+    E64 T(2), 2, T(4) | P | RW, 0
+    FILL64 T(3), 0, 128, 0x400000 | P | G, 0, 0x1000               ; text
+    FILL64 T(3), 128, 64, 0x480000 | P | G, NXH, 0x1000            ; rodata
+    FILL64 T(3), 192, 320, 0x4c0000 | P | RW | G, NXH, 0x1000      ; data
+    FILL64 T(4), 0, 256, 0x800000 | P | RW, NXH, 0x2000            ; every other frame
+    FILL64 T(4), 256, 256, 0xa00000 | P | RW | US, NXH, 0x1000     ; user
+    mov eax, cr4
+    or eax, 1 << 5
+    mov cr4, eax
+    mov eax, T(0)
+    mov cr3, eax
+    mov eax, cr0
+    or eax, 0x80010000
     mov cr0, eax
 %endif
 
