@@ -58,11 +58,12 @@ def has_dwarf(path: Path) -> bool:
         return False
 
 
-def largest_dwarf_elf() -> Path | None:
-    """The largest readable ELF with .debug_info/.debug_line under the usual places."""
+def largest_dwarf_elf(bases: tuple[str, ...] = ("/usr/lib/debug", "/usr/lib/x86_64-linux-gnu",
+                                                 "/usr/bin", "/usr/local/bin", "/usr/libexec")
+                      ) -> Path | None:
+    """The largest readable ELF with .debug_info/.debug_line under ``bases``."""
     cands: list[tuple[int, Path]] = []
-    for base in ("/usr/lib/debug", "/usr/lib/x86_64-linux-gnu", "/usr/bin", "/usr/local/bin",
-                 "/usr/libexec"):
+    for base in bases:
         for dirpath, _dirs, files in os.walk(base):
             for f in files:
                 p = Path(dirpath) / f
@@ -142,10 +143,13 @@ def main() -> int:
             bench(label, p)
         else:
             print(f"== {label}: {p} not built (make kernel); skipped")
+    dbg = largest_dwarf_elf(("/usr/lib/debug",))
+    if dbg is not None:  # a separate debug file: all DWARF, many units
+        bench("largest /usr/lib/debug ELF", dbg)
     big = largest_dwarf_elf()
     if big is None:
         print("== no ELF with DWARF found on this machine (install a -dbg package); skipped")
-    else:
+    elif big != dbg:
         bench("largest DWARF ELF", big)
     return 0
 

@@ -190,6 +190,7 @@ _CLR_52_55 = bytes(b & 0x0F for b in range(256))  # byte 6: bits 52-55 ignored (
 _CLR_56_58 = bytes(b & ~0x07 for b in range(256))  # byte 7: bits 56-58 ignored
 _CLR_56_62 = bytes(b & 0x80 for b in range(256))  # byte 7: + protection keys when CR4.PKE=0
 _XD_TO_BIT5 = bytes((b & 0x80) >> 2 for b in range(256))  # byte 7's XD as bit 5 of a lane
+_KEEP_9F = bytes(b & 0x9F for b in range(256))  # byte 0: P RW US PWT PCD PAT (4 KiB PTE)
 
 _MT_NONE = 0xF  # key nibble for "no memory type" (invalid PAT)
 
@@ -234,6 +235,12 @@ class _Dumper:
         self._keys: dict[tuple[int, int, int], int] = {}
         self._pass: dict[int, bool] = {}
         self._cur: list | None = None  # [va, end, pa_or_None, pa_next, key, sizes, pages]
+        self._rsvd_cache: dict[int, list[tuple[int, bytes]]] = {}
+        # bits that never split a range: A, D, available 9-11 (+52-58, +keys without PKE)
+        ign = 0x60 | 0xE00
+        if self.long:
+            ign |= 0x7F << 52 | (0 if self.params.pke else 0xF << 59)
+        self._keep_mask = ((1 << 64) - 1) & ~ign
         f = filters
         self.va_lo = f.va_start if f.va_start is not None else None
         self.va_hi = f.va_end if f.va_end is not None else None
@@ -400,6 +407,9 @@ class _Dumper:
         self.tables.setdefault(table, lv.name)
         esz = lv.entry_size
         n = lv.entries
+        # PT without PA pieces to collect: one step per run of equal attributes.
+        if lv.last and self.segments is None and n > 4 and self._runs(data, mk, base_va, inh):
+            return
         lane = data[0::esz].translate(_PRESENT)
         missing = lane.count(0)
         if missing == n:
@@ -408,9 +418,6 @@ class _Dumper:
         top_long = depth == 0 and self.long
         leaf_level = lv.last or mk.leaf_ps
         page = mk.page_size
-        # PT without PA pieces to collect: one step per run of equal attributes.
-        if lv.last and self.segments is None and n > 4 and self._runs(data, mk, base_va, inh):
-            return
         # Fast path: a full table of leaves mapping consecutive frames with equal attributes.
         if missing == 0 and leaf_level and n > 4:
             if self._fast(data, mk, base_va, inh, table):
@@ -566,26 +573,29 @@ class _Dumper:
         one byte per entry with ``bytes.translate`` on byte lanes; ``lstrip`` then finds where
         each run of equal bytes ends. A run is PA-contiguous when its entries, with the
         ignored bits (A, D, available) cleared and read as one little-endian integer, equal
-        ``e0*R + 4096*S`` (see :meth:`_fast`). Returns False (nothing emitted) when a
+        ``e0*R + 4096*S`` (see :meth:`_fast`); the first and last entries are compared first,
+        which settles most scattered runs at once. Returns False (nothing emitted) when a
         reserved bit is set anywhere, so the per-entry path can report it.
         """
         esz = mk.level.entry_size
         n = mk.level.entries
-        for k, m in _lane_masks(mk.rsvd_leaf, esz):
-            if data[k::esz].translate(_keep(m)).count(0) != n:
+        for k, keep in self._rsvd_lanes(mk):
+            if data[k::esz].translate(keep).count(0) != n:
                 return False
-        attrs = data[0::esz].translate(_keep(0x9F))
+        attrs = data[0::esz].translate(_KEEP_9F)
         if esz == 8:
             xd = data[7::8].translate(_XD_TO_BIT5)
-            attrs = (int.from_bytes(attrs, "little") | int.from_bytes(xd, "little")).to_bytes(
-                n, "little")
-        mba = self._masked(data, esz)
-        rep, ramp = _lanes(n, esz)
+            if xd.count(xd[0]) != n:  # XD differs between entries: fold it into the lane
+                attrs = (int.from_bytes(attrs, "little")
+                         | int.from_bytes(xd, "little")).to_bytes(n, "little")
+        keep_mask = self._keep_mask
         addr = mk.addr_leaf
         top = 1 << (8 * esz)
         attr_mask = 0x9E | ((1 << 63) if esz == 8 else 0)
         emit = self._emit
+        key = self._key
         st = self.stats
+        mba: bytearray | None = None
         pos = 0
         while pos < n:
             v = attrs[pos]
@@ -593,18 +603,33 @@ class _Dumper:
             if v & 1:
                 cnt = end - pos
                 st.entries += 1
-                e0 = int.from_bytes(mba[pos * esz:(pos + 1) * esz], "little")
-                contiguous = cnt == 1
-                if not contiguous and e0 + (cnt - 1) * 4096 < top:
-                    m = (1 << (8 * esz * cnt)) - 1
-                    x = int.from_bytes(mba[pos * esz:end * esz], "little")
-                    contiguous = x == e0 * (rep & m) + 4096 * (ramp & m)
-                emit(base_va + (pos << 12), cnt << 12, (e0 & addr) if contiguous else None,
-                     self._key(inh, e0 & attr_mask, 0x80), 4096, cnt)
+                e0 = int.from_bytes(data[pos * esz:(pos + 1) * esz], "little") & keep_mask
+                pa: int | None = e0 & addr
+                if cnt > 1:
+                    last = int.from_bytes(data[(end - 1) * esz:end * esz], "little") & keep_mask
+                    if last != e0 + (cnt - 1) * 4096 or last >= top:
+                        pa = None
+                    else:
+                        if mba is None:
+                            mba = self._masked(data, esz)
+                        rep, ramp = _lanes(n, esz)
+                        m = (1 << (8 * esz * cnt)) - 1
+                        x = int.from_bytes(mba[pos * esz:end * esz], "little")
+                        if x != e0 * (rep & m) + 4096 * (ramp & m):
+                            pa = None
+                emit(base_va + (pos << 12), cnt << 12, pa, key(inh, e0 & attr_mask, 0x80),
+                     4096, cnt)
             pos = end
         if st.entries > self.limits.max_entries:
             raise _Truncated(f"more than {self.limits.max_entries} entries examined")
         return True
+
+    def _rsvd_lanes(self, mk: LevelMasks) -> list[tuple[int, bytes]]:
+        lanes = self._rsvd_cache.get(mk.level.depth)
+        if lanes is None:
+            lanes = [(k, _keep(m)) for k, m in _lane_masks(mk.rsvd_leaf, mk.level.entry_size)]
+            self._rsvd_cache[mk.level.depth] = lanes
+        return lanes
 
     def _masked(self, data: bytes, esz: int) -> bytearray:
         """``data`` with the bits that never split a range cleared: A, D, the available bits

@@ -100,8 +100,7 @@ class TableCache:
         pages = need
         if ra:  # read whole aligned windows around the pages we need
             span: set[int] = set()
-            for pa in need:
-                base = pa & ~(ra - 1)
+            for base in {pa & ~(ra - 1) for pa in need}:
                 span.update(range(base, base + ra, PAGE))
             pages = sorted(span - self._pages.keys() - self.bad.keys())
             if len(self._pages) + len(pages) > self.max_pages:

@@ -151,22 +151,43 @@ def _mask(idx: ElfIndex) -> int:
     return 0xFFFFFFFF if idx.elfclass == 32 else 0xFFFFFFFFFFFFFFFF
 
 
+Common = tuple[dict[str, object], int | None]
+
+
 def _locate(idx: ElfIndex, bias: int, addr: int) -> Location | None:
     a = addr - bias
     if a < 0:
         return None
-    # symbol table
+    starts, _ends, ln_addrs, fs_starts, _fs_node = idx.columns()
+    common = _common(idx, bias, a, bisect_right(starts, a) - 1, bisect_right(ln_addrs, a) - 1,
+                     bisect_right(fs_starts, a) - 1)
+    return None if common is None else _make(common, addr, a)
+
+
+def _make(common: Common, addr: int, a: int) -> Location:
+    """A Location from the per-segment fields: fills ``__dict__`` (see Location's note)."""
+    fields, start = common
+    obj = object.__new__(Location)
+    d = obj.__dict__
+    d.update(fields)
+    d["address"] = addr
+    d["offset"] = a - start if start is not None else 0
+    return obj
+
+
+def _common(idx: ElfIndex, bias: int, a: int, i: int, j: int, k: int) -> Common | None:
+    """Everything but address/offset for linked address ``a``; ``i``/``j``/``k`` are the
+    bisected rows of the symbol, line and function-segment columns."""
     sym_name: str | None = None
     sym_start: int | None = None
-    starts, ends, ln_addrs, fs_starts, fs_node = idx.columns()
-    i = bisect_right(starts, a) - 1
-    k = i
-    while k >= 0 and k > i - 8:
-        if a < ends[k]:
-            sym_name = idx.sym_names[k]
-            sym_start = starts[k]
+    starts, ends, _ln, _fs, fs_node = idx.columns()
+    n = i
+    while n >= 0 and n > i - 8:
+        if a < ends[n]:
+            sym_name = idx.sym_names[n]
+            sym_start = starts[n]
             break
-        k -= 1
+        n -= 1
     file: str | None = None
     line: int | None = None
     function: str | None = None
@@ -174,15 +195,13 @@ def _locate(idx: ElfIndex, bias: int, addr: int) -> Location | None:
     narg: int | None = None
     source = "symtab"
     if idx.line_source:
-        j = bisect_right(ln_addrs, a) - 1
         if j >= 0:
             f = idx.ln_files[j]
             if f >= 0:
                 file = idx.files[f]
                 line = idx.ln_lines[j]
                 source = idx.line_source
-        j = bisect_right(fs_starts, a) - 1
-        node = fs_node[j] if j >= 0 else NONE
+        node = fs_node[k] if k >= 0 else NONE
         if node != NONE:
             names = idx.fn_names
             function = names[idx.fn_name[node]]
@@ -206,12 +225,12 @@ def _locate(idx: ElfIndex, bias: int, addr: int) -> Location | None:
                 source = idx.line_source
     if sym_name is None and file is None:
         return None
-    return Location(address=addr, symbol=sym_name,
-                    offset=a - sym_start if sym_start is not None else 0,
-                    file=file, line=line, elf=idx.path,
-                    function_start=sym_start + bias if sym_start is not None else None,
-                    inlined_into=inlined, function=function, narg=narg, bias=bias,
-                    source=source)
+    fields: dict[str, object] = {
+        "symbol": sym_name, "file": file, "line": line, "elf": idx.path,
+        "function_start": sym_start + bias if sym_start is not None else None,
+        "inlined_into": inlined, "function": function, "narg": narg, "bias": bias,
+        "source": source}
+    return fields, sym_start
 
 
 def parse_elf_spec(spec: str) -> tuple[str, int]:
@@ -245,7 +264,7 @@ def _locate_many(idx: ElfIndex, bias: int, addrs: list[int]) -> list[Location | 
     order = sorted(range(len(addrs)), key=addrs.__getitem__)
     ns, nl, nf = len(sym_starts), len(ln_addrs), len(fs_starts)
     i = j = k = 0
-    memo: dict[tuple[int, int, int], tuple[dict[str, object], int | None] | None] = {}
+    memo: dict[tuple[int, int, int], Common | None] = {}
     new = object.__new__
     for n in order:
         addr = addrs[n]
@@ -258,29 +277,19 @@ def _locate_many(idx: ElfIndex, bias: int, addrs: list[int]) -> list[Location | 
             j += 1
         while k < nf and fs_starts[k] <= a:
             k += 1
-        si = i - 1
-        if si >= 0 and a >= sym_ends[si]:
-            si = -2  # rare (nested symbols, gaps): the exact path decides
-        key = (si, j - 1, k - 1)
-        hit = memo.get(key, False) if si != -2 else False
-        if hit is False:
-            loc = _locate(idx, bias, addr)
-            if si != -2:
-                if loc is None:
-                    memo[key] = None
-                else:
-                    common = dict(loc.__dict__)
-                    del common["address"], common["offset"]
-                    start = None if loc.function_start is None else loc.function_start - bias
-                    memo[key] = (common, start)
-            out[n] = loc
+        key = (i, j, k)
+        if i and a >= sym_ends[i - 1]:  # past the symbol's end (nested symbols, gaps): exact
+            common = _common(idx, bias, a, i - 1, j - 1, k - 1)
+        else:
+            common = memo.get(key, memo)  # type: ignore[arg-type]
+            if common is memo:
+                common = memo[key] = _common(idx, bias, a, i - 1, j - 1, k - 1)
+        if common is None:
             continue
-        if hit is None:
-            continue
-        common, start = hit  # type: ignore[misc]
+        fields, start = common
         obj = new(Location)
         d = obj.__dict__
-        d.update(common)
+        d.update(fields)
         d["address"] = addr
         d["offset"] = a - start if start is not None else 0
         out[n] = obj

@@ -1,0 +1,260 @@
+"""The `kd` commands in real gdb against the bundled kernel in QEMU, compared with what the
+kernel itself reports on serial (KDIAG lines: SGDT/SIDT/STR/RDMSR/CR reads in ring 0).
+
+One VM per module: booted healthy to "[kernel] ready"; a console-interpreter gdb runs first
+(then detaches), then an MI3 gdb stops the CPU in kernel code (isr_common, CPL 0) for the rest.
+At that stop a dump-guest-memory core is written over QMP: the offline CLI and the GdbTarget
+contract are checked against it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qmp_tools import launcher as L
+from tests.integration.conftest import start_vm
+from tests.integration.gdb_session import (
+    KERNEL_ELF,
+    ROOT,
+    GdbError,
+    MiGdb,
+    console_gdb,
+    kdiag_lines,
+)
+
+pytestmark = pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb not installed")
+
+TABLE_COMMANDS = ["kd gdt", "kd idt", "kd tss", "info gdt", "info idt", "info tss"]
+
+
+class Env:
+    vm: L.QemuInstance
+    gdb: MiGdb
+    kd: dict[str, dict[str, str]]
+    console_out: str
+    core: Path
+    tmp: Path
+
+
+def h(text: str) -> int:
+    return int(text, 16)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    L.build_kernel("x86_64")
+    e = Env()
+    e.tmp = tmp_path_factory.mktemp("gdbcmd")
+    e.vm = start_vm(L.QemuConfig(scenario="healthy", gdb_port=0, build=False))
+    gdb = None
+    try:
+        assert e.vm.gdb_port
+        e.kd = kdiag_lines(e.vm.serial_text())
+        # 1. console interpreter (plain `gdb -batch`), stopped in the kernel's interrupt path
+        proc = console_gdb(e.vm.gdb_port, ["break isr_common", "continue", "delete",
+                                           "echo ===TABLES===\\n",
+                                           *[f"{c}\necho ===\\n" for c in TABLE_COMMANDS]],
+                           e.tmp)
+        e.console_out = proc.stdout
+        # 2. MI3 for everything else, at the same kind of stop
+        gdb = MiGdb(e.vm.gdb_port)
+        gdb.cont_to("isr_common")
+        e.gdb = gdb
+        e.core = e.tmp / "stop.elf"
+        e.vm.qmp("dump-guest-memory", paging=False, protocol=f"file:{e.core}")
+        yield e
+    finally:
+        if gdb is not None:
+            gdb.close()
+        e.vm.stop()
+
+
+# -- decoded values equal the kernel's own ---------------------------------------------------
+
+
+def test_gdt_matches_kernel(env: Env) -> None:
+    doc = env.gdb.json("kd gdt --json")
+    assert h(doc["base"]) == h(env.kd["GDTR"]["base"]) and h(doc["limit"]) == h(env.kd["GDTR"]["limit"])
+    by_sel = {e["selector"]: e for e in doc["entries"]}
+    assert [(s, by_sel[s]["kind"], by_sel[s]["dpl"], by_sel[s]["long"]) for s in sorted(by_sel)] == [
+        (0x00, "null", 0, False), (0x08, "code", 0, True), (0x10, "data", 0, False),
+        (0x18, "data", 3, False), (0x20, "code", 3, True), (0x28, "tss", 0, False)]
+    tss = by_sel[h(env.kd["TR"]["sel"])]
+    assert h(tss["base"]) == h(env.kd["TSS"]["base"]) and tss["busy"] and tss["size"] == 16
+    assert all(e["present"] for e in doc["entries"][1:])
+    assert "cs" in by_sel[0x08]["registers"] and "tr" in by_sel[0x28]["registers"]
+    assert doc["warnings"] == []
+
+
+def test_gdt_star_check_reads_star_and_is_quiet_on_the_healthy_layout(env: Env) -> None:
+    doc = env.gdb.json("kd gdt --star --json")
+    assert doc["warnings"] == []
+    assert "rdmsr" in doc["msr_method"] and "verified" in doc["msr_method"]
+
+
+def test_idt_matches_kernel(env: Env) -> None:
+    doc = env.gdb.json("kd idt --json")
+    assert h(doc["base"]) == h(env.kd["IDTR"]["base"]) and h(doc["limit"]) == h(env.kd["IDTR"]["limit"])
+    gates = {e["vector"]: e for e in doc["entries"]}
+    assert len(gates) == 256
+    for v in range(32):
+        g = gates[v]
+        assert g["present"] and g["type"] == "interrupt-64" and g["selector"] == 0x08
+        assert g["symbol"].startswith("isr_stubs")
+    assert (gates[8]["ist"], gates[2]["ist"], gates[0x12]["ist"], gates[14]["ist"]) == (1, 2, 3, 0)
+    assert gates[0x80]["dpl"] == 3 and gates[0x20]["present"]
+    assert doc["warnings"] == []
+
+
+def test_tss_matches_kernel(env: Env) -> None:
+    doc = env.gdb.json("kd tss --json")
+    k = env.kd["TSS"]
+    assert doc["tr"]["selector"] == h(env.kd["TR"]["sel"]) and h(doc["tr"]["base"]) == h(k["base"])
+    for key in ("rsp0", "ist1", "ist2", "ist3"):
+        assert h(doc[key]) == h(k[key]), key
+    assert doc["iopb"] == h(k["iopb"]) and doc["ist_users"]["ist1"] == [8]
+    assert doc["warnings"] == []
+
+
+def test_cr_matches_kernel(env: Env) -> None:
+    doc = env.gdb.json("kd cr --json")
+    k = env.kd["CR"]
+    assert h(doc["cr0"]["raw"]) == h(k["cr0"]) and h(doc["cr3"]["raw"]) == h(k["cr3"])
+    assert h(doc["cr4"]["raw"]) == h(k["cr4"]) and h(doc["efer"]["raw"]) == h(env.kd["MSR"]["EFER"])
+    assert doc["mode"] == "long" and doc["cpl"] == 0 and doc["warnings"] == []
+    text = env.gdb.console("kd cr")
+    assert re.search(r"^CR0=0x80010033: PG cd nw am WP NE ET ts em MP PE$", text, re.M)
+
+
+@pytest.mark.parametrize("name,key", [("star", "STAR"), ("lstar", "LSTAR"), ("sfmask", "SFMASK"),
+                                      ("pat", "PAT"), ("efer", "EFER"),
+                                      ("apic_base", "APIC_BASE")])
+def test_msr_matches_kernel(env: Env, name: str, key: str) -> None:
+    doc = env.gdb.json(f"kd msr --json {name}")
+    assert h(doc["value"]) == h(env.kd["MSR"][key])
+    assert doc["warnings"] == []
+
+
+def test_pat_command(env: Env) -> None:
+    doc = env.gdb.json("kd pat --json")
+    assert h(doc["raw"]) == h(env.kd["MSR"]["PAT"])
+    assert doc["entries"][4]["type"] == "WC"  # the kernel's framebuffer entry
+    assert "verified" in env.gdb.console("kd pat")
+
+
+def test_efer_and_sreg(env: Env) -> None:
+    assert h(env.gdb.json("kd efer --json")["raw"]) == h(env.kd["MSR"]["EFER"])
+    doc = env.gdb.json("kd sreg --json")
+    assert doc["cs"]["selector"] == 0x08 and doc["cs"]["long"] and doc["tr"]["selector"] == 0x28
+    assert h(doc["gdtr"]["base"]) == h(env.kd["GDTR"]["base"])
+    assert h(doc["kernel_gs_base"]) == 0 or h(doc["gs_base"]) == h(env.kd["PERCPU"]["base"]) or \
+        h(doc["kernel_gs_base"]) == h(env.kd["PERCPU"]["base"])
+    assert doc["warnings"] == []
+
+
+# -- MSR injection leaves everything as it was -------------------------------------------------
+
+
+def _snapshot(gdb: MiGdb) -> tuple[str, str, str]:
+    regs = gdb.console("info registers")
+    rip = int(gdb.console("print/x $rip").split("=")[1], 16)
+    code = gdb.console(f"x/32xb {rip - 8:#x}")
+    mode = gdb.console("maintenance packet qqemu.PhyMemMode")
+    return regs, code, mode
+
+
+@pytest.mark.parametrize("msr", ["star", "lstar", "pat", "sfmask", "apic_base", "0x10"])
+def test_msr_injection_restores_every_register_and_byte(env: Env, msr: str) -> None:
+    before = _snapshot(env.gdb)
+    out = env.gdb.console(f"kd msr {msr}")
+    assert "restored, all registers verified" in out
+    assert _snapshot(env.gdb) == before
+
+
+def test_msr_unknown_is_refused_without_touching_anything(env: Env) -> None:
+    before = _snapshot(env.gdb)
+    with pytest.raises(GdbError, match="not one kdiag knows.*--force"):
+        env.gdb.console("kd msr 0x12345")
+    assert _snapshot(env.gdb) == before
+
+
+# -- MI and console print the same; errors are one line -----------------------------------------
+
+
+def _console_sections(out: str) -> list[str]:
+    body = out.split("===TABLES===\n", 1)[1]
+    return [s.strip("\n") for s in body.split("===\n")][: len(TABLE_COMMANDS)]
+
+
+def test_console_and_mi_print_the_same_tables(env: Env) -> None:
+    console = _console_sections(env.console_out)
+    for cmd, text in zip(TABLE_COMMANDS, console, strict=True):
+        assert env.gdb.console(cmd).strip("\n") == text, cmd
+
+
+def test_errors_are_gdb_errors_not_tracebacks(env: Env) -> None:
+    for cmd, pattern in [("kd msr bogus", "unknown MSR 'bogus'"),
+                         ("kd gdt --nonsense", "unrecognized arguments"),
+                         ("kd idt 0x20 zzz_no_such_symbol", "not a number or expression")]:
+        with pytest.raises(GdbError) as info:
+            env.gdb.console(cmd)
+        assert re.search(pattern, info.value.message), info.value.message
+        assert "Traceback" not in info.value.log and "Traceback" not in info.value.message
+
+
+def test_help_texts_are_manuals(env: Env) -> None:
+    listing = env.gdb.console("help kd")
+    for sub in ("gdt", "idt", "tss", "cr", "efer", "pat", "msr", "sreg"):
+        assert f"kd {sub} -- " in listing
+        manual = env.gdb.console(f"help kd {sub}")
+        assert "Usage: kd " + sub in manual and "Examples:" in manual
+    assert "Usage: kd gdt" in env.gdb.console("help info gdt")
+
+
+def test_ranges_and_gdb_expressions(env: Env) -> None:
+    text = env.gdb.console("kd idt 0x20 0x21")
+    assert len(text.strip().splitlines()) == 3
+    text = env.gdb.console("kd gdt $cs")
+    assert text.splitlines()[1].startswith("gdt[0x0008]=Code segment")
+
+
+# -- offline: the same tables from a dump-guest-memory core, and the Target contract -------------
+
+
+def _kdiag(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kdiag", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+
+
+@pytest.mark.parametrize("cmd", ["gdt", "idt", "tss", "sreg"])
+def test_cli_on_the_core_prints_what_gdb_prints(env: Env, cmd: str) -> None:
+    extra = ["--elf", str(KERNEL_ELF)] if cmd in ("idt", "tss") else []
+    proc = _kdiag(cmd, "--core", str(env.core), *extra)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == env.gdb.console(f"kd {cmd}")
+
+
+def test_cli_cr_on_the_core(env: Env) -> None:
+    proc = _kdiag("cr", "--core", str(env.core), "--json")
+    doc = json.loads(proc.stdout)
+    assert h(doc["cr3"]["raw"]) == h(env.kd["CR"]["cr3"]) and h(doc["cr4"]["raw"]) == h(env.kd["CR"]["cr4"])
+    # EFER is not in a QEMU core: LME/LMA/NXE are inferred, SCE is not knowable
+    assert h(doc["efer"]["raw"]) == h(env.kd["MSR"]["EFER"]) & ~1
+
+
+def test_gdb_target_passes_the_contract_against_the_core(env: Env) -> None:
+    out = env.tmp / "contract.json"
+    env.gdb.console(f"python import tests.integration.gdb_contract as c; c.run({str(env.core)!r}, "
+                    f"{str(out)!r})", timeout=180)
+    results = json.loads(out.read_text())
+    failed = {k: v for k, v in results.items() if v != "ok"}
+    assert not failed, failed
+    assert len(results) >= 8
