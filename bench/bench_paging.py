@@ -23,11 +23,9 @@ Usage: ``.venv/bin/python bench/bench_paging.py [--runs N] [--no-gdb] [--only NA
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
-import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path

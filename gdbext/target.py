@@ -519,11 +519,16 @@ def inject_rdmsr(target: GdbTarget, index: int, force: bool = False) -> MsrRead:
             old_timeout = str(gdb.parameter("remotetimeout"))
             _execute("set remotetimeout 2")
             try:
-                reply = target.packet(f"vCont;s:p{pid:x}.{lwp:x}")
+                # A stop reply with RIP unchanged means nothing executed (a stale or spurious
+                # stop); stepping again is then safe: code bytes and ECX are still in place.
+                for _attempt in range(2):
+                    reply = target.packet(f"vCont;s:p{pid:x}.{lwp:x}")
+                    _execute("maintenance flush register-cache")
+                    after = _read_all()
+                    if after["rip"] != before["rip"] or not reply.startswith(("T05", "S05")):
+                        break
             finally:
                 _execute(f"set remotetimeout {old_timeout}")
-            _execute("maintenance flush register-cache")
-            after = _read_all()
             if after["rip"] == before["rip"] + 2 and reply.startswith(("T05", "S05")):
                 value = (after["rdx"] & 0xFFFFFFFF) << 32 | (after["rax"] & 0xFFFFFFFF)
             elif after["rip"] == before["rip"]:

@@ -53,12 +53,15 @@ def live_decode(work: Path) -> None:
     cfg = L.QemuConfig(scenario="healthy", gdb_port=0, build=False)
     with L.QemuInstance.start(cfg) as vm:
         vm.wait_serial(r"\[kernel\] ready", timeout=180)
-        commands = ["kd gdt", "kd tss", "kd cr", "kd idt 0 14", "kd pt --check"]
+        # Stop in kernel code (CPL0: MSRs such as IA32_PAT are readable there) on a timer tick.
+        commands = ["kd gdt", "kd tss", "kd cr", "kd msr STAR", "kd pat", "kd idt 0 14",
+                    "kd pt", "kd pt --check", "kd walk $rip", "kd bt"]
         gdb_args = ["gdb", "-q", "-batch", "-nx",
                     "-ex", "set architecture i386:x86-64",
                     "-ex", f"file {ELF}",
                     "-ex", f"source {ROOT / 'gdbext' / 'init.py'}",
-                    "-ex", f"target remote 127.0.0.1:{vm.gdb_port}"]
+                    "-ex", f"target remote 127.0.0.1:{vm.gdb_port}",
+                    "-ex", "tbreak trap_dispatch", "-ex", "continue"]
         for c in commands:
             gdb_args += ["-ex", f"echo \\n(gdb) {c}\\n", "-ex", c]
         gdb_args += ["-ex", "detach"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from bisect import bisect_right
 
 from kdiag.commands._target import add_target_arguments, parse_int
 from kdiag.render.findings import Symbolizer
@@ -49,17 +50,43 @@ def symbolizer(args: argparse.Namespace) -> Symbolizer | None:
     from kdiag.symbols.symbolizer import Symbolizer as ElfSymbolizer
 
     sym = ElfSymbolizer()
+    objects: list[tuple[int, int, str]] = []
     for p in paths:
         sym.add_elf(p)
+        objects += _data_symbols(p)
+    objects.sort()
+    starts = [o[0] for o in objects]
 
     def lookup(addr: int) -> str | None:
         loc = sym.lookup(addr)
-        if loc is None or not getattr(loc, "symbol", None):
-            return None
-        off = getattr(loc, "offset", 0) or 0
-        return f"{loc.symbol}+{off:#x}" if off else str(loc.symbol)
+        if loc is not None and getattr(loc, "symbol", None):
+            off = getattr(loc, "offset", 0) or 0
+            return f"{loc.symbol}+{off:#x}" if off else str(loc.symbol)
+        i = bisect_right(starts, addr) - 1  # data objects (stacks, tables): STT_OBJECT
+        if i >= 0:
+            start, size, name = objects[i]
+            if addr < start + max(size, 1):
+                return f"{name}+{addr - start:#x}" if addr != start else name
+        return None
 
     return lookup
+
+
+def _data_symbols(path: str) -> list[tuple[int, int, str]]:
+    """(address, size, name) of the STT_OBJECT symbols of an ELF (kernel stacks, tables), so
+    stack pointers symbolize like gdb's ``info symbol``. Unreadable files give none."""
+    try:
+        from elftools.elf.elffile import ELFFile
+
+        with open(path, "rb") as f:
+            elf = ELFFile(f)
+            tab = elf.get_section_by_name(".symtab")
+            if tab is None:
+                return []
+            return [(s["st_value"], s["st_size"], s.name) for s in tab.iter_symbols()
+                    if s["st_info"]["type"] == "STT_OBJECT" and s.name and s["st_value"]]
+    except Exception:
+        return []
 
 
 def emit(args: argparse.Namespace, report: Report) -> int:

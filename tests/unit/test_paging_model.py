@@ -270,7 +270,7 @@ def _check(mode: PagingMode, pse: bool, data) -> None:
 @pytest.mark.parametrize("mode, pse", MODES, ids=[f"{m.value}{'-pse' if p else ''}"
                                                   for m, p in MODES])
 def test_dump_walk_translate_agree_with_reference(mode: PagingMode, pse: bool) -> None:
-    @settings(max_examples=120, deadline=None,
+    @settings(max_examples=60, deadline=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(table_sets(mode, pse))
     def inner(data) -> None:

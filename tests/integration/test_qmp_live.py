@@ -1,0 +1,199 @@
+"""The QMP backend on the bundled kernel: Target contract, the kernel's own KDIAG report, the same
+output as gdb and as a core of the same stop, and the shell driven through pipe input.
+
+One VM per module: healthy, booted to "[kernel] ready"; an MI3 gdb stops the CPU in kernel code
+(``isr_common``, CPL 0); a ``dump-guest-memory`` core of that stop is the contract reference.
+Each test opens its own QMP connection (QEMU serves one client per socket; the CLI needs it).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+
+from kdiag.errors import MsrUnavailable
+from kdiag.paging.translate import translate
+from kdiag.target.core import CoreTarget
+from qmp_tools import launcher as L
+from qmp_tools.session import QmpSession
+from qmp_tools.shell import MonitorShell
+from qmp_tools.target import QmpTarget
+from qmp_tools.watch import save_core
+from tests.integration.conftest import start_vm
+from tests.integration.gdb_session import KERNEL_ELF, ROOT, MiGdb, kdiag_lines
+from tests.unit import test_target_contract as C
+
+
+@dataclass
+class Env:
+    vm: L.QemuInstance
+    gdb: MiGdb
+    kd: dict[str, dict[str, str]]
+    core: Path
+
+
+def h(text: str) -> int:
+    return int(text, 16)
+
+
+@pytest.fixture(scope="module")
+def env(built_kernel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    vm = start_vm(L.QemuConfig(scenario="healthy", gdb_port=0, build=False))
+    gdb = None
+    try:
+        assert vm.gdb_port
+        gdb = MiGdb(vm.gdb_port)
+        gdb.cont_to("isr_common")
+        core = tmp_path_factory.mktemp("qmplive") / "stop.elf"
+        with QmpSession.connect(str(vm.qmp_path)) as s:
+            assert s.status() == "debug"  # stopped by gdb
+            save_core(s, core)
+        yield Env(vm=vm, gdb=gdb, kd=kdiag_lines(vm.serial_text()), core=core)
+    finally:
+        if gdb is not None:
+            gdb.close()
+        vm.stop()
+
+
+@pytest.fixture
+def qmp(env: Env) -> Iterator[QmpTarget]:
+    with QmpTarget.connect(str(env.vm.qmp_path)) as t:
+        yield t
+
+
+def kdiag(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kdiag", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+
+
+# -- the Target contract against a core of the same stop ----------------------------------------
+
+def probes(core: CoreTarget) -> C.Probes:
+    st = core.state()
+    assert st.gdtr is not None and st.idtr is not None
+    gdt_pa = translate(core, st.gdtr.base, st)
+    return C.Probes(
+        phys=[(st.cr3 & ~0xFFF, 4096), (gdt_pa, 0x38), (0x100000 - 8, 16),
+              (0x200000, 200 * 1024), (0x1000, 3 * 4096 + 5), (0x300000, 1 << 20)],
+        virt=[(st.gdtr.base, 0x38), (st.idtr.base, 4096), (st.rip, 64), (st.rsp - 64, 64)],
+        unmapped_va=0x0000000000001000,  # the lower half is unmapped once the kernel is up
+        beyond_ram_pa=0x7F000000,
+    )
+
+
+def test_contract_against_the_core(env: Env, qmp: QmpTarget) -> None:
+    core = CoreTarget.from_path(env.core)
+    C.contract_is_a_target(qmp)
+    C.contract_state(qmp, core, efer_mask=~1)  # the core infers EFER; SCE is not in it
+    C.contract_read_phys(qmp, core, probes(core))
+    C.contract_read_virt(qmp, core, probes(core))
+    C.contract_msr_unavailable(qmp)
+    C.contract_tables(qmp, core)
+
+
+def test_contract_through_hmp_xp(env: Env, qmp: QmpTarget) -> None:
+    core = CoreTarget.from_path(env.core)
+    xp = QmpTarget(qmp.session, use_pmemsave=False)
+    p = probes(core)
+    C.contract_read_phys(xp, core, C.Probes(phys=p.phys[:3], virt=p.virt,
+                                            unmapped_va=p.unmapped_va,
+                                            beyond_ram_pa=p.beyond_ram_pa))
+    assert xp.stats["pmemsave"] == 0 and xp.stats["xp"] > 0
+
+
+# -- the kernel's own report --------------------------------------------------------------------
+
+def test_state_matches_the_kernels_report(env: Env, qmp: QmpTarget) -> None:
+    st = qmp.state()
+    kd = env.kd
+    assert st.gdtr is not None and st.idtr is not None and st.tr is not None
+    assert (st.gdtr.base, st.gdtr.limit) == (h(kd["GDTR"]["base"]), h(kd["GDTR"]["limit"]))
+    assert (st.idtr.base, st.idtr.limit) == (h(kd["IDTR"]["base"]), h(kd["IDTR"]["limit"]))
+    assert st.tr.selector == h(kd["TR"]["sel"]) and st.tr.base == h(kd["TSS"]["base"])
+    assert st.cr3 == h(kd["CR"]["cr3"]) and st.cr4 == h(kd["CR"]["cr4"])
+    assert st.cr0 == h(kd["CR"]["cr0"])
+    assert st.efer == h(kd["MSR"]["EFER"])  # QMP has the real EFER, SCE included
+    assert qmp.read_msr(0xC0000080) == h(kd["MSR"]["EFER"])
+    with pytest.raises(MsrUnavailable, match="QMP"):
+        qmp.read_msr(0x277)  # IA32_PAT: no QMP read
+
+
+def test_run_state_cache(env: Env, qmp: QmpTarget) -> None:
+    qmp.state()
+    qmp.read_phys(h(env.kd["CR"]["cr3"]), 64)
+    before = qmp.stats["pmemsave"]
+    qmp.read_phys(h(env.kd["CR"]["cr3"]) + 8, 8)
+    assert qmp.stats["pmemsave"] == before  # cached while gdb holds the CPU
+
+
+# -- same output as gdb and as the core ---------------------------------------------------------
+
+@pytest.mark.parametrize("cmd", ["gdt", "idt", "tss", "sreg"])
+def test_cli_over_qmp_prints_what_gdb_prints(env: Env, cmd: str) -> None:
+    extra = ["--elf", str(KERNEL_ELF)] if cmd in ("idt", "tss") else []
+    proc = kdiag(cmd, "--qmp", str(env.vm.qmp_path), *extra)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == env.gdb.console(f"kd {cmd}")
+
+
+@pytest.mark.parametrize("cmd", ["gdt --json", "idt --json", "pt", "walk 0xffffffff80000000"])
+def test_cli_over_qmp_prints_what_the_core_gives(env: Env, cmd: str) -> None:
+    live = kdiag(*cmd.split(), "--qmp", str(env.vm.qmp_path))
+    offline = kdiag(*cmd.split(), "--core", str(env.core))
+    assert live.returncode == offline.returncode, live.stderr + offline.stderr
+    assert live.stdout == offline.stdout
+
+
+def test_gdt_decode_matches_gdb_json(env: Env) -> None:
+    proc = kdiag("gdt", "--qmp", str(env.vm.qmp_path), "--json")
+    assert json.loads(proc.stdout)["entries"] == env.gdb.json("kd gdt --json")["entries"]
+
+
+# -- the shell on the live machine --------------------------------------------------------------
+
+def test_shell_completes_and_runs_commands(env: Env) -> None:
+    out = io.StringIO()
+    buffers: list[str] = []
+    with QmpSession.connect(str(env.vm.qmp_path)) as s, create_pipe_input() as inp:
+        shell = MonitorShell(s, out=out, pt_input=inp, pt_output=DummyOutput(),
+                             history_file=False)
+
+        def feed() -> None:
+            steps = [("query-statu\t", "query-status"), ("info regis\t", "info registers"),
+                     ("gd\t", "gdt"), ("xp /2gx " + env.kd["CR"]["cr3"] + "\r", None),
+                     ("walk 0xffffffff80000000\r", None)]
+            for typed, expect in steps:
+                while shell.prompt_session is None or not shell.prompt_session.app.is_running:
+                    time.sleep(0.005)
+                inp.send_text(typed)
+                if expect is not None:
+                    deadline = time.monotonic() + 10
+                    while (shell.prompt_session.default_buffer.text != expect
+                           and time.monotonic() < deadline):
+                        time.sleep(0.005)
+                    buffers.append(shell.prompt_session.default_buffer.text)
+                    inp.send_text("\r")
+            inp.close()
+
+        t = threading.Thread(target=feed, daemon=True)
+        t.start()
+        code = shell.loop()
+        t.join(10)
+    text = out.getvalue()
+    assert code == 0
+    assert buffers == ["query-status", "info registers", "gdt"]
+    assert '"status": "debug"' in text
+    assert "GDT=" in text and "CR3=" in text
+    assert env.gdb.console("kd gdt").strip() in text  # the same report as gdb's
+    assert f"{h(env.kd['CR']['cr3']):016x}:" in text  # xp through HMP
