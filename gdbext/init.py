@@ -36,7 +36,7 @@ def _kdiag_load() -> None:
     def say(text: str, stream: int = gdb.STDOUT) -> None:
         gdb.write(f"kdiag: {text}\n", stream)
 
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - gdb may embed an older Python
         say(f"gdb's Python is {sys.version.split()[0]}; kdiag needs 3.11 or newer "
             "(gdb 13 on Debian 12 has it). Not loaded.", gdb.STDERR)
         return
@@ -49,7 +49,7 @@ def _kdiag_load() -> None:
 
     # Not __file__: when `source` runs inside another Python script, __main__.__file__ still
     # names the outer script. The code object knows which file it was compiled from.
-    here = os.path.dirname(os.path.abspath(_kdiag_load.__code__.co_filename))
+    here = os.path.dirname(os.path.abspath(sys._getframe().f_code.co_filename))
     root = os.path.dirname(here)
     if root not in sys.path:
         sys.path.insert(0, root)

@@ -35,11 +35,21 @@ examples:
   qemu-system-x86_64 -accel tcg ... -d int,cpu_reset -D qemu.log -no-reboot
   kdiag triage qemu.log
   kdiag triage qemu.log --elf kernel/build/kernel-x86_64.elf --json | jq .causes[0].id
+  kdiag triage --core crash.elf --elf kernel.elf   # a dump-guest-memory core (kdiag watch --save-core)
+  kdiag triage --qmp run/qmp.sock                   # the frozen machine itself, live and read-only
+
+With --core or --qmp (no LOG) the machine is taken as stopped by the fatal fault (QEMU with
+-no-reboot -no-shutdown freezes it there); the rules read its IDT, GDT, TSS and page tables.
+Given both a LOG and --core/--qmp, the chain comes from the log and memory from the machine.
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("log", metavar="LOG", help="QEMU log file (-D FILE of -d int,cpu_reset)")
+    from kdiag.commands._target import add_target_arguments
+
+    parser.add_argument("log", metavar="LOG", nargs="?",
+                        help="QEMU log file (-D FILE of -d int,cpu_reset)")
+    add_target_arguments(parser)
     parser.add_argument("--elf", action="append", default=[], metavar="FILE[@BIAS]",
                         help="kernel ELF to symbolize and disassemble with (repeatable)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
@@ -50,12 +60,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kdiag.commands._target import open_target
+    from kdiag.errors import UsageError
     from kdiag.render.triage import to_json, to_text
-    from kdiag.triage.engine import triage_path
+    from kdiag.triage.engine import triage_path, triage_state
     from kdiag.triage.location import KernelImage, parse_elf_spec
 
     image = KernelImage([parse_elf_spec(e) for e in args.elf]) if args.elf else None
-    diag = triage_path(args.log, image=image, count_all_resets=args.count_resets)
+    target = open_target(args) if (args.core or args.qmp) else None
+    if args.log is None and target is None:
+        raise UsageError("give a LOG file, --core DUMP or --qmp SOCKET (see kdiag triage --help)")
+    try:
+        if args.log is not None:
+            diag = triage_path(args.log, image=image, count_all_resets=args.count_resets,
+                               target=target)
+        else:
+            assert target is not None
+            diag = triage_state(target.state(), target=target, image=image)
+    finally:
+        close = getattr(target, "close", None)
+        if close is not None:
+            close()
     if args.json:
         json.dump(to_json(diag), sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -15,7 +15,8 @@ Format (QEMU 7.2 ``dump/dump.c`` and ``target/i386/arch_dump.c``):
       u64 cr[5]
       u64 kernel_gs_base                                   (QEMU >= 7.1; size 0x1b8)
 
-  ``flags`` is QEMU's packed descriptor attribute word, as in the ``info registers`` dump.
+  ``flags`` is the descriptor's high dword as QEMU caches it; kdiag keeps bits 8-23, as QEMU's
+  ``info registers`` dump prints them.
 - ``PT_LOAD`` segments: ``p_paddr`` is the guest-physical address (``p_vaddr`` is 0 unless the
   dump was taken with ``paging: true``); ``p_filesz`` may be below ``p_memsz`` (zero fill).
 
@@ -56,6 +57,7 @@ _SEG_ORDER = ("cs", "ds", "es", "fs", "gs", "ss", "ldt", "tr", "gdt", "idt")
 _GPR_ORDER = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "r8", "r9", "r10", "r11",
               "r12", "r13", "r14", "r15", "rip", "rflags")
 
+DUMP_FLAGS_MASK = 0x00FFFF00
 EFER_LME = 1 << 8
 EFER_LMA = 1 << 10
 EFER_NXE = 1 << 11
@@ -99,7 +101,9 @@ def parse_qemu_cpu_state(desc: bytes, elf_machine: int, cpu_index: int = 0) -> C
 
     def cache(name: str) -> SegmentCache:
         sel, limit, flags, base = segs[name]
-        return SegmentCache(sel & 0xFFFF, base, limit, flags)
+        # QEMU keeps the descriptor's whole high dword (base bits too); its register dump
+        # prints flags & 0x00ffff00 (attributes + limit 19:16), which CpuState follows.
+        return SegmentCache(sel & 0xFFFF, base, limit, flags & DUMP_FLAGS_MASK)
 
     segments = {n: cache(n) for n in ("es", "cs", "ss", "ds", "fs", "gs")}
     cs_long = bool(segs["cs"][2] & (1 << 21))

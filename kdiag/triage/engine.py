@@ -70,18 +70,23 @@ def _check_binary(stream: BinaryIO, size: int, name: str) -> None:
 
 
 def triage_path(path: str | Path, image: KernelImage | None = None,
-                count_all_resets: bool = False) -> Diagnosis:
-    """Triage the log at ``path``. Raises InputError for unreadable, binary or foreign files."""
+                count_all_resets: bool = False, target: Target | None = None) -> Diagnosis:
+    """Triage the log at ``path``. Raises InputError for unreadable, binary or foreign files.
+
+    With ``target`` (a core dump or a frozen live machine of the same run) the memory-backed
+    rules also read the IDT, GDT, TSS and page tables; the chain and registers come from the log.
+    """
     try:
         f = open(path, "rb")  # noqa: SIM115
     except OSError as err:
         raise InputError(f"{path}: cannot read: {err.strerror or err}") from err
     with f:
-        return triage_stream(f, str(path), image=image, count_all_resets=count_all_resets)
+        return triage_stream(f, str(path), image=image, count_all_resets=count_all_resets,
+                             target=target)
 
 
 def triage_stream(stream: BinaryIO, name: str = "<log>", image: KernelImage | None = None,
-                  count_all_resets: bool = False) -> Diagnosis:
+                  count_all_resets: bool = False, target: Target | None = None) -> Diagnosis:
     size = stream_size(stream)
     if size == 0:
         raise InputError(f"{name}: empty file")
@@ -113,7 +118,7 @@ def triage_stream(stream: BinaryIO, name: str = "<log>", image: KernelImage | No
         where = "the file" if start == 0 else f"the last {size - start} bytes"
         raise InputError(f"{name}: no QEMU -d records in {where} (not a QEMU -d int/cpu_reset "
                          "log?)")
-    diag = diagnose(chain, image=image)
+    diag = diagnose(chain, image=image, target=target)
     diag.notes = notes + diag.notes
     diag.log_path, diag.log_size, diag.scanned_bytes = name, size, scanned
     diag.resets_before = chain.resets_before
@@ -212,6 +217,12 @@ def _notes(chain: FatalChain, diag: Diagnosis) -> list[str]:
                     "the log holds no fault state: with -no-reboot and only -d cpu_reset QEMU logs "
                     "`Triple fault` but no register dump. Add -d int (keep -no-reboot), or drop "
                     "-no-reboot to get the `CPU Reset` dump of the faulting state")
+            elif diag.registers_source == "live":
+                notes.append(
+                    "diagnosed from the machine state alone (no -d int log): the exception "
+                    "vectors, error codes and the order of the faults are unknown; this rests on "
+                    "the frozen CPU's registers and the tables in its memory. Give the run's log "
+                    f"too (QEMU {FLAGS_HINT}) for the full chain")
             else:
                 notes.append(
                     "the log has no -d int records: the exception vectors, error codes and the "

@@ -143,7 +143,8 @@ def idt_missing(f: Facts) -> list[Cause]:
     for e, d in refs[:2]:
         ev.append(f.ev_record(e, f"{f.describe_event(e)}: error code = {d.describe()}"))
     if not f.has_chain_records and f.chain.outcome == "triple-fault":
-        ev.append(Evidence("the CPU triple-faulted with this IDTR (register dump before reset)",
+        where = "live machine state, no log" if f.live else "register dump before reset"
+        ev.append(Evidence(f"the CPU triple-faulted with this IDTR ({where})",
                            f.final_pos, "dump"))
     cr2 = f.final_cr2
     if cr2 is not None and idtr.base == 0 and cr2 < 0x400 and f.protected and cr2 != 0:

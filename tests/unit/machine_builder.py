@@ -63,7 +63,7 @@ def seg_cache(selector: int, desc: SegmentDescriptor | None) -> SegmentCache:
     """What QEMU caches after loading ``selector`` (flags = descriptor bits 32-63, base 0)."""
     if desc is None:
         return SegmentCache(selector, 0, 0, 0)
-    flags = desc.raw >> 32  # QEMU keeps the whole high dword (e2)
+    flags = (desc.raw >> 32) & 0x00FFFF00  # as QEMU's register dump prints it
     return SegmentCache(selector, desc.base, desc.limit, flags)
 
 
