@@ -75,17 +75,19 @@ def symbolizer(args: argparse.Namespace) -> Symbolizer | None:
 def _data_symbols(path: str) -> list[tuple[int, int, str]]:
     """(address, size, name) of the STT_OBJECT symbols of an ELF (kernel stacks, tables), so
     stack pointers symbolize like gdb's ``info symbol``. Unreadable files give none."""
-    try:
-        from elftools.elf.elffile import ELFFile
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
 
+    try:
         with open(path, "rb") as f:
             elf = ELFFile(f)
             tab = elf.get_section_by_name(".symtab")
-            if tab is None:
+            if not isinstance(tab, SymbolTableSection):
                 return []
             return [(s["st_value"], s["st_size"], s.name) for s in tab.iter_symbols()
                     if s["st_info"]["type"] == "STT_OBJECT" and s.name and s["st_value"]]
-    except Exception:
+    except (OSError, ValueError, ELFError):
         return []
 
 

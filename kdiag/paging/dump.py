@@ -185,7 +185,7 @@ class _Truncated(Exception):
 # Byte-lane translation tables (bytes.translate) for the present scan and attribute masking.
 _PRESENT = bytes(b & 1 for b in range(256))
 _CLR_AD = bytes(b & ~0x60 for b in range(256))  # byte 0: clear A (5), D (6)
-_CLR_AVL = bytes(b & ~0x0E for b in range(256))  # byte 1: clear bits 9-11 (available)
+_CLR_AVL = bytes(b & ~0x0F for b in range(256))  # byte 1: clear G (8), available 9-11
 _CLR_52_55 = bytes(b & 0x0F for b in range(256))  # byte 6: bits 52-55 ignored (IA-32e)
 _CLR_56_58 = bytes(b & ~0x07 for b in range(256))  # byte 7: bits 56-58 ignored
 _CLR_56_62 = bytes(b & 0x80 for b in range(256))  # byte 7: + protection keys when CR4.PKE=0
@@ -236,8 +236,8 @@ class _Dumper:
         self._pass: dict[int, bool] = {}
         self._cur: list | None = None  # [va, end, pa_or_None, pa_next, key, sizes, pages]
         self._rsvd_cache: dict[int, list[tuple[int, bytes]]] = {}
-        # bits that never split a range: A, D, available 9-11 (+52-58, +keys without PKE)
-        ign = 0x60 | 0xE00
+        # bits that never split a range: A, D, G, available 9-11 (+52-58, +keys without PKE)
+        ign = 0x60 | 0xF00
         if self.long:
             ign |= 0x7F << 52 | (0 if self.params.pke else 0xF << 59)
         self._keep_mask = ((1 << 64) - 1) & ~ign
@@ -632,7 +632,7 @@ class _Dumper:
         return lanes
 
     def _masked(self, data: bytes, esz: int) -> bytearray:
-        """``data`` with the bits that never split a range cleared: A, D, the available bits
+        """``data`` with the bits that never split a range cleared: A, D, G, the available bits
         (9-11, and 52-58 in IA-32e entries; protection keys too unless CR4.PKE)."""
         ba = bytearray(data)
         ba[0::esz] = ba[0::esz].translate(_CLR_AD)

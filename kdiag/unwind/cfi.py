@@ -74,12 +74,17 @@ class CfiTable:
                 if not elf.has_dwarf_info() and not elf.get_section_by_name(".eh_frame"):
                     return
                 dw = elf.get_dwarf_info(relocate_dwarf_sections=False)
+                cls = _cfi_class()
                 entries: list[Any] = []
                 if dw.has_EH_CFI():
-                    entries = list(dw.EH_CFI_entries())
+                    sec: Any = dw.eh_frame_sec
+                    entries = list(cls(stream=sec.stream, size=sec.size, address=sec.address,
+                                       base_structs=dw.structs, for_eh_frame=True).get_entries())
                     self.source = ".eh_frame"
                 if dw.has_CFI():
-                    entries += list(dw.CFI_entries())
+                    sec = dw.debug_frame_sec
+                    entries += list(cls(stream=sec.stream, size=sec.size, address=sec.address,
+                                        base_structs=dw.structs).get_entries())
                     self.source = (self.source + " " if self.source else "") + ".debug_frame"
                 fdes = []
                 for e in entries:
@@ -130,6 +135,26 @@ class CfiTable:
                       cfa_offset=cfa.offset or 0, cfa_expr=cfa.expr is not None,
                       rules=rules, ra_reg=cie.header["return_address_register"],
                       signal_frame=b"S" in bytes(aug))
+
+
+def _cfi_class() -> Any:
+    """pyelftools' CallFrameInfo, taught the CIE augmentation "S" without "z".
+
+    gas writes ``.cfi_signal_frame`` into a ``.debug_frame`` CIE as the bare augmentation
+    string "S" (no "z", no augmentation data); pyelftools 0.33 asserts on any string not
+    starting with "z". "S" carries no data, so it parses as an empty augmentation; the
+    string itself stays in the CIE header, where :meth:`CfiTable.row` reads the mark.
+    """
+    from elftools.dwarf.callframe import CallFrameInfo
+
+    class SignalFrameAwareCFI(CallFrameInfo):  # type: ignore[misc]
+        def _parse_cie_augmentation(self, header: Any, entry_structs: Any) -> Any:
+            aug = header.get("augmentation") or b""
+            if aug and not aug.startswith(b"z") and set(aug) <= set(b"S"):
+                return (b"", {})
+            return super()._parse_cie_augmentation(header, entry_structs)
+
+    return SignalFrameAwareCFI
 
 
 _tables: dict[tuple[str, int, int], CfiTable] = {}

@@ -8,8 +8,8 @@ the byte offset (``0x28`` is GDT entry 5).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 from enum import IntEnum
+from functools import cache
 
 from kdiag.x86.bits import Field, Layout
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -139,12 +140,20 @@ def test_run_state_cache(env: Env, qmp: QmpTarget) -> None:
 
 # -- same output as gdb and as the core ---------------------------------------------------------
 
+def comparable(text: str) -> str:
+    """Drop what legitimately differs between backends: elapsed times, the reason an MSR is
+    unreadable (each backend names its own), KERNEL_GS_BASE (gdb has it, QMP cannot read it)."""
+    text = re.sub(r"\d+\.\d+ s\b", "T s", text)
+    text = re.sub(r"readable \(.*?\); assuming", "readable (...); assuming", text)
+    return "\n".join(ln for ln in text.splitlines() if "kernel_gs_base=" not in ln)
+
+
 @pytest.mark.parametrize("cmd", ["gdt", "idt", "tss", "sreg"])
 def test_cli_over_qmp_prints_what_gdb_prints(env: Env, cmd: str) -> None:
     extra = ["--elf", str(KERNEL_ELF)] if cmd in ("idt", "tss") else []
     proc = kdiag(cmd, "--qmp", str(env.vm.qmp_path), *extra)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == env.gdb.console(f"kd {cmd}")
+    assert comparable(proc.stdout) == comparable(env.gdb.console(f"kd {cmd}"))
 
 
 @pytest.mark.parametrize("cmd", ["gdt --json", "idt --json", "pt", "walk 0xffffffff80000000"])
@@ -152,7 +161,7 @@ def test_cli_over_qmp_prints_what_the_core_gives(env: Env, cmd: str) -> None:
     live = kdiag(*cmd.split(), "--qmp", str(env.vm.qmp_path))
     offline = kdiag(*cmd.split(), "--core", str(env.core))
     assert live.returncode == offline.returncode, live.stderr + offline.stderr
-    assert live.stdout == offline.stdout
+    assert comparable(live.stdout) == comparable(offline.stdout)
 
 
 def test_gdt_decode_matches_gdb_json(env: Env) -> None:
@@ -171,7 +180,8 @@ def test_shell_completes_and_runs_commands(env: Env) -> None:
 
         def feed() -> None:
             steps = [("query-statu\t", "query-status"), ("info regis\t", "info registers"),
-                     ("gd\t", "gdt"), ("xp /2gx " + env.kd["CR"]["cr3"] + "\r", None),
+                     ("sre\t", "sreg"), ("gdt\r", None),
+                     ("xp /2gx " + env.kd["CR"]["cr3"] + "\r", None),
                      ("walk 0xffffffff80000000\r", None)]
             for typed, expect in steps:
                 while shell.prompt_session is None or not shell.prompt_session.app.is_running:
@@ -192,7 +202,7 @@ def test_shell_completes_and_runs_commands(env: Env) -> None:
         t.join(10)
     text = out.getvalue()
     assert code == 0
-    assert buffers == ["query-status", "info registers", "gdt"]
+    assert buffers == ["query-status", "info registers", "sreg"]
     assert '"status": "debug"' in text
     assert "GDT=" in text and "CR3=" in text
     assert env.gdb.console("kd gdt").strip() in text  # the same report as gdb's

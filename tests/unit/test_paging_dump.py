@@ -22,10 +22,13 @@ def cfg_of(b: Builder, **kw: object):
 
 def kernel_like() -> Builder:
     b = Builder(PagingMode.LEVEL4)
-    b.map_range(K, 0x200000, 0x6000, flags=P | G)  # text r-x
-    b.map_range(K + 0x6000, 0x206000, 0x2000, flags=P | G | XD)  # rodata r--
-    b.map_range(K + 0x8000, 0x208000, 0x8000, flags=P | RW | G | XD | A | D)  # data rw-
-    b.map_range(0xFFFF800000000000, 0, 2 << 30, 1 << 30, flags=P | RW | XD | G)  # physmap
+    kern = P | RW  # kernel tables: supervisor at every level
+    b.map_range(K, 0x200000, 0x6000, flags=P | G, upper=kern)  # text r-x
+    b.map_range(K + 0x6000, 0x206000, 0x2000, flags=P | G | XD, upper=kern)  # rodata r--
+    b.map_range(K + 0x8000, 0x208000, 0x8000, flags=P | RW | G | XD | A | D,
+                upper=kern)  # data rw-
+    b.map_range(0xFFFF800000000000, 0, 2 << 30, 1 << 30, flags=P | RW | XD | G,
+                upper=kern)  # physmap
     b.map(0x400000000000, 0x900000, flags=P | US)  # user code
     b.map(0x400000100000, 0x901000, flags=P | RW | US | XD)  # user stack
     return b
@@ -79,7 +82,8 @@ def test_memory_types_from_pat() -> None:
     assert [m.memtype for m in d.mappings] == [MemoryType.WB, MemoryType.UC, MemoryType.WC,
                                                MemoryType.WC]
     d = dump(b.target, cfg_of(b))  # power-on default: PA4 = WB
-    assert [m.memtype for m in d.mappings] == [MemoryType.WB, MemoryType.UC, MemoryType.WB]
+    assert [m.memtype for m in d.mappings] == [MemoryType.WB, MemoryType.UC, MemoryType.WB,
+                                               MemoryType.WB]
 
 
 def test_rights_are_anded_and_xd_ored_over_levels() -> None:
