@@ -109,3 +109,12 @@ def test_gdb_port_in_use_is_one_line_error(tmp_path: Path) -> None:
                           "--run-dir", str(tmp_path / "run")])
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "in use" in proc.stderr
+
+
+def test_kdiag_run_batch_exits_3_on_triple_fault(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = run_kdiag(["run", "--batch", "--no-build", "--scenario", "idt-missing",
+                      "--run-dir", str(run_dir)])
+    assert proc.returncode == 3, proc.stderr
+    assert "triple" in proc.stderr.lower()
+    assert qemu_pids_mentioning(str(run_dir)) == []

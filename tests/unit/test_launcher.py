@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kdiag.cli import main
-from kdiag.errors import LaunchError, UsageError
+from kdiag.errors import LaunchError, ToolMissing, UsageError
 from qmp_tools import launcher as L
 
 
@@ -142,3 +142,10 @@ def test_missing_qemu_names_package(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(L.shutil, "which", lambda name: None)
     with pytest.raises(Exception, match="qemu-system-x86"):
         L.QemuInstance.start(L.QemuConfig())
+
+
+def test_missing_ovmf_names_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(L, "OVMF_DIRS", (tmp_path / "nowhere",))
+    with pytest.raises(ToolMissing, match="'ovmf'") as info:
+        L.find_ovmf()
+    assert "\n" not in str(info.value)
