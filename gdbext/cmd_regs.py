@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from gdbext.common import Context, KdCommand
-from kdiag.errors import UsageError
+from kdiag.errors import MsrUnavailable, TargetError, UsageError
 from kdiag.render import reports
-from kdiag.x86.msr import msr_index
+from kdiag.x86.msr import Msr, msr_index, msr_name
+
+CORE_MSRS = (Msr.IA32_EFER, Msr.IA32_PAT, Msr.IA32_STAR, Msr.IA32_LSTAR, Msr.IA32_CSTAR,
+             Msr.IA32_FMASK, Msr.IA32_APIC_BASE)
 
 
 class KdCr(KdCommand):
@@ -93,10 +97,14 @@ so. It refuses (and says why) when: the VM is in 'paused (shutdown)' after a tri
 IF=0, QEMU's step flags let interrupts in, a breakpoint sits on RIP (gdb always-inserted
 or a guest DR0-3), or the MSR is unknown to kdiag (a missing MSR raises #GP in the guest;
 --force reads it anyway). A halted CPU resumes after its hlt instead of sleeping.
+A value read by injection is remembered until the guest runs again (or a register
+changes): a second read at the same stop runs no code, and its note says so.
 
 Decoding: STAR into SYSCALL/SYSRET selectors (checked against the GDT), LSTAR/CSTAR and
 the bases as symbolized addresses, SFMASK as the RFLAGS bits SYSCALL clears, APIC_BASE,
 EFER, PAT.
+
+JSON: {"index","name","value","decoded":{...},"method","warnings":[...]}
 
 Examples:
   kd msr star
@@ -141,7 +149,82 @@ Examples:
         return reports.pat_report(t, method=t.msr_method, value=value)
 
 
+class KdCore(KdCommand):
+    """Save the machine for offline kdiag: a QEMU core, plus the MSRs a core lacks.
+
+Usage: kd core [--json] [--no-msr] FILE
+
+Runs QEMU's `dump-guest-memory FILE` through the monitor (physical memory and every CPU's
+registers, GDTR/IDTR/TR included; QEMU writes the file itself, so FILE must be on the host
+QEMU runs on: the path is made absolute here). A QEMU core holds no MSRs, so kd core then
+reads EFER, PAT, STAR, LSTAR, CSTAR, SFMASK and APIC_BASE from the stopped CPU (rdmsr
+injection: see `help kd msr` for what is saved, restored and refused) and writes them to
+FILE.msrs.json. Offline, `kdiag gdt|idt|tss|cr|sreg|pat|msr --core FILE` then decodes the
+same machine with the real EFER and PAT. An MSR that cannot be read now (CPL 3, after a
+triple fault) is listed with the reason; the core is written anyway. --no-msr skips them.
+
+Examples:
+  kd core /tmp/crash.elf
+  (shell) kdiag pat --core /tmp/crash.elf"""
+
+    name = "core"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("file", metavar="FILE")
+        parser.add_argument("--no-msr", action="store_true",
+                            help="write only the core (no rdmsr injection)")
+
+    def run(self, args: argparse.Namespace, ctx: Context) -> Any:
+        from kdiag.target.core import write_sidecar
+
+        t = ctx.target()
+        if not t._local_qemu():
+            raise TargetError("QEMU runs on another host: dump-guest-memory would write the file "
+                              "there; run `monitor dump-guest-memory PATH` and copy it")
+        path = os.path.abspath(os.path.expanduser(args.file))
+        if any(c in path for c in "\"\\\n"):
+            raise UsageError(f"kd core: unusable file name {path!r}")
+        st = t.state()
+        reply = t.monitor(f'dump-guest-memory "{path}"').strip()
+        if not os.path.isfile(path) or os.path.getsize(path) == 0:
+            raise TargetError(f"QEMU did not write {path}: {reply or 'no reply'}")
+        msrs: dict[int, int] = {}
+        unavailable: dict[int, str] = {}
+        methods: list[str] = []
+        if not args.no_msr:
+            try:
+                got = t.read_msrs([int(i) for i in CORE_MSRS])  # one injection for all
+            except MsrUnavailable as err:  # nothing can be injected now: EFER still reads
+                why = str(err).split("): ", 1)[-1]  # the shared reason, not the first MSR's name
+                got = {int(i): why for i in CORE_MSRS if i != Msr.IA32_EFER}
+                got.update(t.read_msrs([int(Msr.IA32_EFER)]))
+            for index, read in got.items():
+                if isinstance(read, str):
+                    unavailable[index] = read
+                    continue
+                msrs[index] = read.value
+                if "rdmsr" in read.method:
+                    methods = [read.method.split("; earlier at this stop")[0]]
+        method = (methods[0] if methods else "no MSR was injected") + \
+            ("; EFER from gdb's $efer register" if Msr.IA32_EFER in msrs else "")
+        sidecar = write_sidecar(path, st, msrs, method, unavailable) if not args.no_msr else None
+        lines = [f"core: {path} ({os.path.getsize(path)} bytes, QEMU dump-guest-memory)"]
+        if sidecar is not None:
+            names = ", ".join(msr_name(i).removeprefix("IA32_") for i in msrs) or "none"
+            lines.append(f"MSRs: {sidecar} ({names})")
+            lines += [f"  not saved: {msr_name(i)}: {why}" for i, why in unavailable.items()]
+            if msrs:
+                lines.append(f"  ({method})")
+        lines.append(f"offline: kdiag gdt --core {path}   (also idt, tss, cr, sreg, pat, msr)")
+        doc = {"core": path, "size": os.path.getsize(path),
+               "sidecar": str(sidecar) if sidecar else None,
+               "msrs": {f"{k:#x}": f"{v:#018x}" for k, v in msrs.items()},
+               "unavailable": {f"{k:#x}": v for k, v in unavailable.items()}, "method": method}
+        return reports.Report("\n".join(lines), doc)
+
+
 def register() -> None:
+    KdCore()
     KdCr()
     KdEfer()
     KdSreg()

@@ -62,12 +62,15 @@ Examples:
     def run(self, args: argparse.Namespace, ctx: Context) -> Any:
         t = ctx.target()
         msrs: dict[int, int] = {}
-        if args.star:
-            for index in (0xC0000081, 0xC0000082):
-                try:
-                    msrs[index] = t.read_msr(index)
-                except MsrUnavailable as err:
-                    raise MsrUnavailable(f"--star: {err}", msr=index) from err
+        if args.star:  # both read by one injection
+            try:
+                got = t.read_msrs([0xC0000081, 0xC0000082])
+            except MsrUnavailable as err:
+                raise MsrUnavailable(f"--star: {err}", msr=err.msr) from err
+            for index, read in got.items():
+                if isinstance(read, str):
+                    raise MsrUnavailable(f"--star: {read}", msr=index)
+                msrs[index] = read.value
         report = reports.gdt_report(t, verbose=args.verbose, select=_selected(args), msrs=msrs)
         if args.star and t.msr_method:
             report.text += f"\n(IA32_STAR/LSTAR {t.msr_method})"

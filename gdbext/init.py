@@ -11,7 +11,7 @@ What it does, in order (nothing reads the target; commands read it when run):
 
 Adding a command group is adding a file: create ``gdbext/cmd_<topic>.py`` with
 :class:`gdbext.common.KdCommand` subclasses and a ``register()`` that instantiates them (see
-``gdbext/common.py`` and ``gdbext/README.md``). Sourcing this file again reloads every module,
+``gdbext/common.py``). Sourcing this file again reloads every module,
 so edits take effect without restarting gdb.
 
 Attach to QEMU (gdb must know the architecture before connecting)::

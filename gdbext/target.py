@@ -37,6 +37,12 @@ MSR injection (Intel SDM Vol. 2B RDMSR; executes only at CPL 0):
 6. restore the code bytes and RAX/RCX/RDX/RIP/RFLAGS, then re-read everything and compare with
    the snapshot; a mismatch raises :class:`TargetError` naming the register or byte.
 
+Registers are written and read with single-register ``P``/``p`` packets (one round trip each;
+gdb's ``set $reg`` costs several) and gdb's register cache is flushed before the final
+comparison, which reads all registers afresh through gdb. A value read by injection is kept
+until the guest next runs (:data:`STOP_CACHE`, keyed by the general registers too), so a
+second ``kd pat`` at the same stop runs no code; the method note says which happened.
+
 A CPU that was halted (HLT) resumes after the ``hlt`` instead of sleeping until its next
 interrupt (the step woke it); the method note says so.
 """
@@ -80,6 +86,50 @@ MSR_KERNEL_GS_BASE = 0xC0000102
 PASSIVE_MSRS = {MSR_EFER: "efer", MSR_FS_BASE: "fs_base", MSR_GS_BASE: "gs_base",
                 MSR_KERNEL_GS_BASE: "k_gs_base"}
 KNOWN_MSRS = frozenset(int(m) for m in Msr)
+# MSRs whose value changes while the guest is stopped or that count time: never cached.
+UNCACHED_MSRS = frozenset({int(Msr.IA32_TSC)})
+
+
+class _StopCache:
+    """Facts that hold until the guest next runs, shared by the commands typed at one stop.
+
+    Cleared on every gdb ``cont``/``stop``/``exited`` event and when the connection changes.
+    Holds the CPU count, QEMU's PhyMemMode and single-step flags (which only a user's own
+    ``maintenance packet`` changes: the injection verifies its outcome anyway), and MSR values
+    read by injection, keyed by CPU, index *and* the general registers at the time (a guest
+    resumed behind gdb's back, e.g. over QMP, changes them and misses the cache).
+    """
+
+    def __init__(self) -> None:
+        self.values: dict[object, object] = {}
+        self.connected = False
+
+    def clear(self, *_: object) -> None:
+        self.values.clear()
+
+    def connect(self) -> None:
+        if self.connected:
+            return
+        for name in ("cont", "stop", "exited", "new_inferior", "inferior_deleted",
+                     "connection_removed", "new_thread"):
+            event = getattr(gdb.events, name, None)
+            if event is not None:
+                event.connect(self.clear)
+        self.connected = True
+
+    def key(self, *parts: object) -> tuple[object, ...]:
+        inf = gdb.selected_inferior()
+        conn = getattr(inf, "connection_num", None)
+        return (inf.num, inf.pid, conn, *parts)
+
+
+STOP_CACHE = _StopCache()
+_CPU_COUNT: dict[tuple[object, ...], int] = {}
+
+
+def forget() -> None:
+    """Drop everything cached for the current stop (benchmarks call this for cold runs)."""
+    STOP_CACHE.clear()
 
 
 def _execute(cmd: str) -> str:
@@ -115,6 +165,7 @@ class GdbTarget:
 
     def __init__(self, use_pmemsave: bool = True) -> None:
         self._check_connected()
+        STOP_CACHE.connect()
         self._state: CpuState | None = None
         self._dump: str | None = None
         self._user_phys_mode: bool | None = None
@@ -164,6 +215,16 @@ class GdbTarget:
         """QEMU numbers gdb threads cpu_index + 1."""
         return max(0, self.thread_ptid[1] - 1)
 
+    def cpu_count(self) -> int:
+        """QEMU's CPU count, from ``monitor info cpus`` once per connection (``Inferior.threads``
+        refreshes gdb's thread list, which costs several round trips and drops gdb's caches)."""
+        inf = gdb.selected_inferior()
+        key = (inf.num, inf.pid, getattr(inf, "connection_num", None))
+        if key not in _CPU_COUNT:
+            text = self.monitor("info cpus")
+            _CPU_COUNT[key] = max(1, len(re.findall(r"(?m)^\W*CPU #\d+", text)))
+        return _CPU_COUNT[key]
+
     def vm_status(self) -> str:
         m = _STATUS.search(self.monitor("info status"))
         return m.group(1).strip() if m else "unknown"
@@ -172,7 +233,7 @@ class GdbTarget:
     def monitor_dump(self) -> str:
         """The ``info registers`` block of the selected thread's CPU (cached)."""
         if self._dump is None:
-            multi = len(gdb.selected_inferior().threads()) > 1
+            multi = self.cpu_count() > 1
             text = self.monitor("info registers -a" if multi else "info registers")
             if multi:
                 blocks = re.split(r"(?m)^(?=CPU#\d+)", text)
@@ -259,11 +320,18 @@ class GdbTarget:
                                       addr=pa, size=size) from err
 
     def _phys_mode_now(self) -> bool:
+        """The user's PhyMemMode (kdiag restores it after each switch), asked once per stop."""
         if self._user_phys_mode is None:
-            try:
-                self._user_phys_mode = self.packet("qqemu.PhyMemMode").strip() == "1"
-            except TargetError:
-                self._user_phys_mode = False
+            key = STOP_CACHE.key("phys-mode")
+            cached = STOP_CACHE.values.get(key)
+            if isinstance(cached, bool):
+                self._user_phys_mode = cached
+            else:
+                try:
+                    self._user_phys_mode = self.packet("qqemu.PhyMemMode").strip() == "1"
+                except TargetError:
+                    self._user_phys_mode = False
+                STOP_CACHE.values[key] = self._user_phys_mode
         return self._user_phys_mode
 
     def _set_phys_mode(self, on: bool) -> None:
@@ -378,21 +446,57 @@ class GdbTarget:
     # -- MSRs -------------------------------------------------------------------------------------
     def read_msr(self, index: int, force: bool = False) -> int:
         """Read MSR ``index``: passively for EFER/FS/GS/KERNEL_GS bases, else by injection."""
-        if index in PASSIVE_MSRS:
-            reg = PASSIVE_MSRS[index]
-            try:
-                value = int(gdb.newest_frame().read_register(reg)) & (2**64 - 1)
-            except (ValueError, gdb.error) as err:
-                raise MsrUnavailable(f"gdb has no ${reg} register here: {err}",
-                                     msr=index) from err
-            self.last_msr = MsrRead(index, value, f"from gdb's ${reg} register; no code was run")
-            self.msr_method = self.last_msr.method
-            return value
-        read = inject_rdmsr(self, index, force=force)
-        self.last_msr = read
-        self.msr_method = read.method
-        self.invalidate()
-        return read.value
+        result = self.read_msrs([index], force=force)[index]
+        if isinstance(result, str):
+            raise MsrUnavailable(result, msr=index)
+        return result.value
+
+    def read_msrs(self, indices: list[int], force: bool = False) -> dict[int, MsrRead | str]:
+        """Read several MSRs; the ones that need injection share one (see
+        :func:`inject_rdmsrs`). Returns index -> :class:`MsrRead` or the reason it could not be
+        read; raises :class:`MsrUnavailable` when no injection can run now.
+        ``last_msr``/``msr_method`` describe the last index read."""
+        out: dict[int, MsrRead | str] = {}
+        keys: dict[int, object] = {}
+        need: list[int] = []
+        regs: tuple[tuple[str, int], ...] | None = None
+        for index in dict.fromkeys(indices):
+            if index in PASSIVE_MSRS:
+                reg = PASSIVE_MSRS[index]
+                try:
+                    value = int(gdb.newest_frame().read_register(reg)) & (2**64 - 1)
+                    out[index] = MsrRead(index, value,
+                                         f"from gdb's ${reg} register; no code was run")
+                except (ValueError, gdb.error) as err:
+                    out[index] = f"gdb has no ${reg} register here: {err}"
+                continue
+            if index not in UNCACHED_MSRS:
+                # The registers are in gdb's cache after a stop: the key costs no packet.
+                if regs is None:
+                    regs = tuple(_read_all().items())
+                keys[index] = STOP_CACHE.key("msr", self.cpu_index, index, regs)
+                hit = STOP_CACHE.values.get(keys[index])
+                if isinstance(hit, MsrRead) and (force or index in KNOWN_MSRS):
+                    out[index] = replace(hit, method=hit.method + "; earlier at this stop (the "
+                                         "guest has not run since), so this time no code was run")
+                    continue
+            need.append(index)
+        if need:
+            got = inject_rdmsrs(self, need, force=force)
+            for index in need:
+                read = got[index]
+                out[index] = read
+                if isinstance(read, MsrRead) and index in keys:
+                    STOP_CACHE.values[keys[index]] = read
+            if self._state is not None and self._state.halted:
+                self.invalidate()  # the step woke the CPU from HLT: the cached dump says HLT=1
+            # Otherwise the cached state stays valid: the restore was verified register by
+            # register, and rdmsr changes no segment cache or system register.
+        last = out[indices[-1]] if indices else None
+        if isinstance(last, MsrRead):
+            self.last_msr = last
+            self.msr_method = last.method
+        return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -449,7 +553,11 @@ def refusal(target: GdbTarget, index: int, force: bool) -> str | None:
     if st.halted and not st.rflags & (1 << 9):
         return ("the CPU is halted (HLT) with interrupts disabled (IF=0): nothing would wake it "
                 "to execute the injected instruction")
-    sstep = target.packet("qqemu.sstep").strip()
+    skey = STOP_CACHE.key("sstep")
+    sstep = STOP_CACHE.values.get(skey)
+    if not isinstance(sstep, str):
+        sstep = target.packet("qqemu.sstep").strip()
+        STOP_CACHE.values[skey] = sstep
     with contextlib.suppress(ValueError):
         if not int(sstep.removeprefix("sstep="), 16) & 0x2:
             return (f"QEMU's single-step flags ({sstep}) let interrupts in during a step; "
@@ -486,88 +594,188 @@ def _set_reg(name: str, value: int) -> None:
     _execute(f"set ${name} = {value:#x}")
 
 
+_REMOTE_REG = re.compile(
+    r"^[ \t]*(\w+)[ \t]+\d+[ \t]+\d+[ \t]+\d+[ \t]+(\d+)[ \t]+\S+[ \t]+(\d+)[ \t]+\d+", re.M)
+_REGNUMS: dict[object, dict[str, tuple[int, int]]] = {}
+
+
+def _remote_regnums() -> dict[str, tuple[int, int]]:
+    """gdb register name -> (remote number, size) from ``maint print remote-registers``
+    (parsed once per connection): single-register ``p``/``P`` packets for the injection."""
+    inf = gdb.selected_inferior()
+    key = (inf.num, getattr(inf, "connection_num", None))
+    if key not in _REGNUMS:
+        out = _execute("maintenance print remote-registers")
+        _REGNUMS[key] = {m.group(1): (int(m.group(3)), int(m.group(2)))
+                         for m in _REMOTE_REG.finditer(out)}
+    return _REGNUMS[key]
+
+
+class _RawRegs:
+    """Read and write single registers with raw ``p``/``P`` packets (one round trip each;
+    gdb's ``set $reg`` costs several). gdb's register cache is stale after a write: callers
+    flush it (``maintenance flush register-cache``) before reading registers through gdb."""
+
+    def __init__(self, target: GdbTarget) -> None:
+        self.target = target
+        self.nums = _remote_regnums()
+
+    def put(self, name: str, value: int) -> None:
+        if name not in self.nums:
+            _set_reg(name, value)
+            return
+        num, size = self.nums[name]
+        data = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little").hex()
+        reply = self.target.packet(f"P{num:x}={data}")
+        if reply != "OK":
+            raise TargetError(f"QEMU refused to set ${name} (P packet reply {reply!r})")
+
+    def get(self, name: str) -> int:
+        if name not in self.nums:
+            _execute("maintenance flush register-cache")
+            return int(gdb.newest_frame().read_register(name)) & (2**64 - 1)
+        reply = self.target.packet(f"p{self.nums[name][0]:x}")
+        try:
+            return int.from_bytes(bytes.fromhex(reply), "little")
+        except ValueError as err:
+            raise TargetError(f"bad reply to reading ${name}: {reply!r}") from err
+
+
 def inject_rdmsr(target: GdbTarget, index: int, force: bool = False) -> MsrRead:
     """Execute ``rdmsr`` at RIP for ``index`` and restore everything (see module docstring)."""
-    why = refusal(target, index, force)
+    result = inject_rdmsrs(target, [index], force)[index]
+    if isinstance(result, str):
+        raise MsrUnavailable(result, msr=index)
+    return result
+
+
+def inject_rdmsrs(target: GdbTarget, indices: list[int],
+                  force: bool = False) -> dict[int, MsrRead | str]:
+    """Read several MSRs with one injection: the checks, the code-byte swap, the restore and
+    the verification happen once; each MSR costs one step (ECX and RIP reset in between).
+
+    Returns index -> :class:`MsrRead`, or the reason it could not be read. Raises
+    :class:`MsrUnavailable` when nothing can be injected now (the shared refusals) and
+    :class:`TargetError` when the restore cannot be verified.
+    """
+    out: dict[int, MsrRead | str] = {}
+    todo: list[int] = []
+    for index in dict.fromkeys(indices):
+        if index not in KNOWN_MSRS and not force:
+            out[index] = (f"cannot read {msr_name(index)} ({index:#x}): "
+                          + str(refusal(target, index, force)))
+        else:
+            todo.append(index)
+    if not todo:
+        return out
+    why = refusal(target, todo[0], force)
     if why:
-        raise MsrUnavailable(f"cannot read {msr_name(index)} ({index:#x}): {why}", msr=index)
+        raise MsrUnavailable(f"cannot read {msr_name(todo[0])} ({todo[0]:#x}): {why}",
+                             msr=todo[0])
     st = target.state()
     halted = bool(st.halted)
     inf = gdb.selected_inferior()
     code = _code_address(st)
     pid, lwp, _ = target.thread_ptid
     before = _read_all()
+    raw = _RawRegs(target)
+    values: dict[int, int] = {}
     with target._virtual_mode():
         try:
             saved = bytes(inf.read_memory(code, 2))
         except gdb.error as err:
             raise MsrUnavailable(f"cannot read the code bytes at RIP ({code:#x}): {err}",
-                                 msr=index) from err
-        restored = False
-        value = None
-        outcome = ""
+                                 msr=todo[0]) from err
+        clean = True
+        after: dict[str, int] = {}
         try:
             try:
                 inf.write_memory(code, b"\x0f\x32")
             except gdb.error as err:
-                raise MsrUnavailable(f"cannot write at RIP ({code:#x}): {err}", msr=index) from err
+                raise MsrUnavailable(f"cannot write at RIP ({code:#x}): {err}",
+                                     msr=todo[0]) from err
             if bytes(inf.read_memory(code, 2)) != b"\x0f\x32":
                 raise MsrUnavailable(f"the code at RIP ({code:#x}) is not writable (ROM/flash?)",
-                                     msr=index)
-            _set_reg("rcx", index)
-            _set_reg("eflags", before["eflags"] & ~(1 << 8))  # no TF during the step
+                                     msr=todo[0])
+            if before["eflags"] & (1 << 8):
+                raw.put("eflags", before["eflags"] & ~(1 << 8))  # no TF during the step
             old_timeout = str(gdb.parameter("remotetimeout"))
             _execute("set remotetimeout 2")
             try:
-                # A stop reply with RIP unchanged means nothing executed (a stale or spurious
-                # stop); stepping again is then safe: code bytes and ECX are still in place.
-                for _attempt in range(2):
-                    reply = target.packet(f"vCont;s:p{pid:x}.{lwp:x}")
-                    _execute("maintenance flush register-cache")
-                    after = _read_all()
-                    if after["rip"] != before["rip"] or not reply.startswith(("T05", "S05")):
-                        break
+                for n, index in enumerate(todo):
+                    if n:
+                        raw.put("rip", before["rip"])  # back onto the injected rdmsr
+                    raw.put("rcx", index)
+                    # A stop reply with RIP unchanged means nothing executed (a stale or
+                    # spurious stop); stepping again is safe: the bytes and ECX are in place.
+                    for _attempt in range(2):
+                        reply = target.packet(f"vCont;s:p{pid:x}.{lwp:x}")
+                        after = {name: raw.get(name) for name in ("rip", "rax", "rdx")}
+                        if after["rip"] != before["rip"] or not reply.startswith(("T05", "S05")):
+                            break
+                    name = f"{msr_name(index)} ({index:#x})"
+                    if after["rip"] == before["rip"] + 2 and reply.startswith(("T05", "S05")):
+                        values[index] = (after["rdx"] & 0xFFFFFFFF) << 32 | \
+                            (after["rax"] & 0xFFFFFFFF)
+                        continue
+                    clean = False
+                    if after["rip"] == before["rip"]:
+                        out[index] = (f"cannot read {name}: the step did not execute (stop reply "
+                                      f"{reply!r}): the CPU did not wake within 2 s or a "
+                                      "breakpoint held it")
+                    else:
+                        out[index] = (f"cannot read {name}: the step was diverted to "
+                                      f"{after['rip']:#x} (stop reply {reply!r}): rdmsr probably "
+                                      "raised #GP; registers restored, the exception frame pushed "
+                                      "by the CPU remains below the stack pointer")
+                    for rest in todo[n + 1:]:
+                        out[rest] = (f"cannot read {msr_name(rest)} ({rest:#x}): not tried after "
+                                     f"{name} failed")
+                    break
             finally:
                 _execute(f"set remotetimeout {old_timeout}")
-            if after["rip"] == before["rip"] + 2 and reply.startswith(("T05", "S05")):
-                value = (after["rdx"] & 0xFFFFFFFF) << 32 | (after["rax"] & 0xFFFFFFFF)
-            elif after["rip"] == before["rip"]:
-                outcome = (f"the step did not execute (stop reply {reply!r}): the CPU did not "
-                           "wake within 2 s or a breakpoint held it")
-            else:
-                outcome = (f"the step was diverted to {after['rip']:#x} (stop reply {reply!r}): "
-                           "rdmsr probably raised #GP; registers restored, the exception frame "
-                           "pushed by the CPU remains below the stack pointer")
         finally:
-            problems = _restore(inf, code, saved, before)
-            restored = not problems
+            # After clean rdmsr steps only RIP, RCX (ours), RAX and RDX changed (RDMSR affects
+            # no flag; RFLAGS was written only to clear TF); anything else: restore all five.
+            clean = clean and len(values) == len(todo)
+            unchanged = {n for n in ("rax", "rdx") if clean and after.get(n) == before[n]}
+            if clean and not before["eflags"] & (1 << 8):
+                unchanged.add("eflags")
+            problems = _restore(inf, code, saved, before, raw, unchanged)
         if problems:
             raise TargetError("RESTORE FAILED after rdmsr injection: " + "; ".join(problems)
                               + ". Fix them by hand (set $reg = value) before continuing.")
-    if value is None:
-        raise MsrUnavailable(f"cannot read {msr_name(index)} ({index:#x}): {outcome}", msr=index)
     note = (f"read by injecting rdmsr at RIP {before['rip']:#x}; code bytes {saved.hex(' ')} and "
             f"RAX/RCX/RDX/RIP/RFLAGS restored, all registers verified")
     if halted:
         note += ("; the CPU was halted (HLT) and now resumes after the hlt instead of waiting "
                  "for its next interrupt")
-    assert restored
-    return MsrRead(index, value, note)
+    for index, value in values.items():
+        out[index] = MsrRead(index, value, note)
+    return out
 
 
-def _restore(inf: object, code: int, saved: bytes, before: dict[str, int]) -> list[str]:
+def _restore(inf: object, code: int, saved: bytes, before: dict[str, int],
+             raw: _RawRegs, unchanged: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """Put back the code bytes and RAX/RCX/RDX/RFLAGS/RIP (those not known ``unchanged``),
+    then re-read every general register through gdb (fresh ``g`` packet) and the bytes, and
+    list what differs: the verification covers all of them whatever was written."""
     problems: list[str] = []
     try:
         inf.write_memory(code, saved)  # type: ignore[attr-defined]
     except gdb.error as err:
         problems.append(f"code bytes at {code:#x} (write {saved.hex(' ')}): {err}")
     for name in ("rax", "rcx", "rdx", "eflags", "rip"):
+        if name in unchanged:
+            continue
         try:
-            _set_reg(name, before[name])
+            raw.put(name, before[name])
         except TargetError as err:
             problems.append(f"${name} = {before[name]:#x}: {err}")
-    with contextlib.suppress(TargetError):
+    try:
         _execute("maintenance flush register-cache")
+    except TargetError as err:
+        problems.append(f"cannot flush gdb's register cache to verify: {err}")
     try:
         now = _read_all()
         for name, val in before.items():

@@ -161,7 +161,7 @@ def check_star(star: Star, gdt: GdtView, efer: int) -> list[Finding]:
                     "first and the 64-bit user code right after it.")
         out.append(Finding(
             "star-sysret", Severity.WARNING,
-            "SYSRET loads " + "; ".join(bad) + "." + hint
+            "SYSRET's selectors do not match the GDT: " + "; ".join(bad) + "." + hint
             + " The wrong selectors fault at the next reload (iretq #GP).",
             (star_ev, _entry(gdt, uss), _entry(gdt, ucs)),
             (("gdt", uss & ~7), ("gdt", ucs & ~7))))

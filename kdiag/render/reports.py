@@ -131,17 +131,30 @@ def tss_report(target: Target, *, verbose: bool = False,
                   findings)
 
 
+EFER_INFERRED_NOTE = ("(EFER inferred from the CPU mode: a QEMU core does not save it, so SCE "
+                      "is unknown; `kd core FILE` in gdb saves the real value beside the core)")
+
+
+def _efer_inferred(target: Target) -> bool:
+    return bool(getattr(target, "efer_inferred", False))
+
+
 def cr_report(target: Target, *, verbose: bool = False) -> Report:
     """``kd cr``: CR0/2/3/4/8, EFER, RFLAGS; NX-bit consistency with EFER.NXE."""
     st = target.state()
     findings = check_nx(st, target)
+    inferred = _efer_inferred(target)
+
     def text() -> str:
         out = regs.cr_to_text(st, verbose)
-        return out + ("\n" + findings_to_text(findings) if findings else "")
+        out += "\n" + findings_to_text(findings) if findings else ""
+        return out + ("\n" + EFER_INFERRED_NOTE if inferred else "")
 
     def doc() -> dict[str, object]:
         d = regs.cr_to_json(st)
         d["warnings"] = [f.to_dict() for f in findings]
+        if inferred:
+            d["efer_inferred"] = True
         return d
 
     return Report(text, doc, findings)
@@ -151,13 +164,18 @@ def efer_report(target: Target, *, verbose: bool = False, source: str = "") -> R
     """``kd efer``: EFER from the register state (no MSR read needed)."""
     st = target.state()
     findings = check_nx(st, target)
+    inferred = _efer_inferred(target)
+
     def text() -> str:
         out = regs.efer_to_text(st.efer, verbose, source)
-        return out + ("\n" + findings_to_text(findings) if findings else "")
+        out += "\n" + findings_to_text(findings) if findings else ""
+        return out + ("\n" + EFER_INFERRED_NOTE if inferred else "")
 
     def doc() -> dict[str, object]:
         d = regs.efer_to_json(st.efer, source)
         d["warnings"] = [f.to_dict() for f in findings]
+        if inferred:
+            d["efer_inferred"] = True
         return d
 
     return Report(text, doc, findings)

@@ -23,6 +23,7 @@ vectors, DPLs and IST indices are integers):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 from kdiag.machine.checks import Finding
 from kdiag.machine.tables import GdtView, IdtView, TssView
@@ -186,6 +187,16 @@ def idt_to_text(view: IdtView, findings: Sequence[Finding] = (), verbose: bool =
     return "\n".join(lines)
 
 
+@lru_cache(maxsize=4096)
+def _gate_json(g: Gate | Gate64, sym: str | None) -> dict[str, object]:
+    """The JSON fields of one gate (without its vector); gates are immutable values, so each
+    distinct (gate, symbol) is rendered once per process. Callers copy the dict."""
+    return {"type": gate_type_label(g), "kind": str(g.kind), "dpl": g.dpl,
+            "present": g.present, "selector": g.selector.raw, "offset": hexs(g.offset),
+            "ist": g.ist if isinstance(g, Gate64) else 0, "symbol": sym,
+            "raw": _raw_hex(g.raw, g.size), "description": describe_gate(g)}
+
+
 def idt_to_json(view: IdtView, findings: Sequence[Finding] = (),
                 symbolize: Symbolizer | None = None,
                 select: tuple[int, int] | None = None) -> dict[str, object]:
@@ -194,12 +205,8 @@ def idt_to_json(view: IdtView, findings: Sequence[Finding] = (),
         if not _in_range(e.vector, select):
             continue
         g = e.gate
-        entries.append({
-            "vector": e.vector, "type": gate_type_label(g), "kind": str(g.kind), "dpl": g.dpl,
-            "present": g.present, "selector": g.selector.raw, "offset": hexs(g.offset),
-            "ist": g.ist if isinstance(g, Gate64) else 0,
-            "symbol": symbol_suffix(symbolize, g.offset) if g.present else None,
-            "raw": _raw_hex(g.raw, g.size), "description": describe_gate(g)})
+        sym = symbol_suffix(symbolize, g.offset) if g.present else None
+        entries.append({"vector": e.vector, **_gate_json(g, sym)})
     return {"base": hexs(view.base), "limit": hexs(view.limit), "long_mode": view.long_mode,
             "entries": entries, "warnings": findings_to_json(findings)}
 

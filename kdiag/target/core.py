@@ -28,15 +28,28 @@ sees). SCE is unknown and reported as 0. ``efer_inferred`` says so; renderers me
 
 Only the ELF format is read: ``kdump-*`` and ``win-dmp`` formats are refused with a clear
 ``InputError``.
+
+MSR sidecar: ``kd core FILE`` in gdb writes the core through QEMU's monitor and, beside it,
+``FILE.msrs.json`` (:data:`SIDECAR_SUFFIX`) with the MSRs it read from the stopped CPU by rdmsr
+injection (EFER, PAT, STAR, LSTAR, CSTAR, SFMASK, APIC_BASE)::
+
+    {"format": "kdiag-msrs/1", "cpu": 0,
+     "fingerprint": {"rip": "0x...", "rsp": "0x...", "cr3": "0x..."}, "registers": {"cr8": "0x0"},
+     "msrs": {"0x277": "0x0007040100070406", ...}, "method": "...", "unavailable": {...}}
+
+:class:`CoreTarget` uses it when the fingerprint matches the core's CPU state (the same stop):
+``read_msr`` answers from it and EFER is the real value instead of the inferred one. A sidecar
+that does not match is ignored, and ``sidecar_note`` says why.
 """
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import struct
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kdiag.errors import InputError, MemoryReadError, MsrUnavailable
@@ -65,6 +78,34 @@ MSR_EFER = 0xC0000080
 MSR_FS_BASE = 0xC0000100
 MSR_GS_BASE = 0xC0000101
 MSR_KERNEL_GS_BASE = 0xC0000102
+SIDECAR_SUFFIX = ".msrs.json"
+SIDECAR_FORMAT = "kdiag-msrs/1"
+
+
+def sidecar_path(core: str | os.PathLike[str]) -> Path:
+    """Where ``kd core`` puts the MSRs of ``core``."""
+    return Path(os.fspath(core) + SIDECAR_SUFFIX)
+
+
+def _fingerprint(st: CpuState) -> dict[str, str]:
+    return {"rip": f"{st.rip:#x}", "rsp": f"{st.gpr.get('rsp', 0):#x}", "cr3": f"{st.cr3:#x}"}
+
+
+def write_sidecar(core: str | os.PathLike[str], state: CpuState, msrs: dict[int, int],
+                  method: str, unavailable: dict[int, str] | None = None) -> Path:
+    """Write the MSRs read at the stop ``state`` describes beside ``core`` (see the module doc).
+
+    CR8 (the task-priority register, not in QEMUCPUState either) goes along when ``state``
+    has it."""
+    path = sidecar_path(core)
+    doc = {"format": SIDECAR_FORMAT, "cpu": state.cpu_index or 0,
+           "fingerprint": _fingerprint(state),
+           "registers": {} if state.cr8 is None else {"cr8": f"{state.cr8:#x}"},
+           "msrs": {f"{k:#x}": f"{v:#018x}" for k, v in sorted(msrs.items())},
+           "method": method,
+           "unavailable": {f"{k:#x}": v for k, v in sorted((unavailable or {}).items())}}
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
 
 
 @dataclass(frozen=True)
@@ -145,6 +186,38 @@ class CoreTarget:
             raise InputError(f"{path}: CPU {cpu} not in the core (it has {len(self._states)})")
         self.cpu = cpu
         self._starts = [s.paddr for s in self._loads]
+        self._msrs: dict[int, int] = {}
+        self.sidecar_note = ""
+        self._load_sidecar()
+
+    def _load_sidecar(self) -> None:
+        path = sidecar_path(self.path)
+        if not path.exists():
+            return
+        try:
+            doc = json.loads(path.read_text())
+            if doc.get("format") != SIDECAR_FORMAT:
+                raise ValueError(f"format {doc.get('format')!r}")
+            msrs = {int(k, 16): int(v, 16) for k, v in doc["msrs"].items()}
+            cpu, fp, method = int(doc["cpu"]), doc["fingerprint"], str(doc["method"])
+            cr8 = doc.get("registers", {}).get("cr8")
+            cr8 = None if cr8 is None else int(cr8, 16)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            self.sidecar_note = f"{path.name} ignored: unreadable ({err})"
+            return
+        st = self._states[self.cpu]
+        if cpu != self.cpu or fp != _fingerprint(st):
+            self.sidecar_note = (f"{path.name} ignored: it was written at another stop (CPU "
+                                 f"{cpu}, {fp}) than the core's")
+            return
+        self._msrs = msrs
+        self.msr_method = f"saved beside the core by `kd core`: {method}"
+        if MSR_EFER in msrs:
+            st = replace(st, efer=msrs[MSR_EFER])
+            self.efer_inferred = False
+        if cr8 is not None:
+            st = replace(st, cr8=cr8)
+        self._states[self.cpu] = st
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -284,6 +357,8 @@ class CoreTarget:
 
     def read_msr(self, index: int) -> int:
         st = self.state()
+        if index in self._msrs:
+            return self._msrs[index]
         if index == MSR_KERNEL_GS_BASE and st.kernel_gs_base is not None:
             return st.kernel_gs_base
         if index == MSR_FS_BASE and st.fs_base is not None:
@@ -294,4 +369,6 @@ class CoreTarget:
             raise MsrUnavailable("a QEMU core does not save EFER; `kdiag cr` shows the value "
                                  "inferred from the mode (LME/LMA, NXE)", msr=index)
         raise MsrUnavailable(f"a QEMU core holds no MSR {index:#x} (only KERNEL_GS_BASE and "
-                             "the FS/GS bases); read it live with `kd msr` in gdb", msr=index)
+                             "the FS/GS bases); read it live with `kd msr` in gdb, or save the "
+                             f"core with `kd core FILE`, which keeps the MSRs in FILE"
+                             f"{SIDECAR_SUFFIX}", msr=index)

@@ -15,6 +15,7 @@ Examples (Bochs ``info gdt`` style)::
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 from kdiag.x86.bits import Field
 from kdiag.x86.descriptors import (
@@ -114,6 +115,7 @@ def gate_type_label(gate: Gate | Gate64) -> str:
     return f"{word}-{gate.bits}"
 
 
+@lru_cache(maxsize=4096)
 def describe_gate(gate: Gate | Gate64, symbol: str | None = None) -> str:
     """``64-bit Interrupt Gate target=0x0008:0xffffffff80101040 <isr_0>, DPL=0, IST=1``."""
     name = type_name(gate)
@@ -138,6 +140,7 @@ def describe_gate(gate: Gate | Gate64, symbol: str | None = None) -> str:
     return ", ".join(parts)
 
 
+@lru_cache(maxsize=4096)
 def describe_descriptor(desc: Descriptor, symbol: str | None = None) -> str:
     """One Bochs-style line for any GDT/LDT/IDT entry (without the ``gdt[0x08]=`` prefix)."""
     if isinstance(desc, Gate | Gate64):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
+from functools import lru_cache
 
 from kdiag.x86.bits import Field, Layout, pack, unpack
 from kdiag.x86.selector import Selector
@@ -555,15 +556,27 @@ class IdtEntry:
     gate: Gate | Gate64
 
 
+@lru_cache(maxsize=4096)
+def _gate64(raw: int) -> Gate64:
+    return Gate64.from_raw(raw)
+
+
+@lru_cache(maxsize=4096)
+def _gate(raw: int) -> Gate:
+    return Gate.from_raw(raw)
+
+
 def decode_idt(data: bytes, long_mode: bool) -> list[IdtEntry]:
     """Decode an IDT image: 16-byte gates in IA-32e mode (SDM 6.14.1), else 8-byte (6.11).
 
-    Every slot is decoded as a gate whatever its type bits; checks judge the types.
+    Every slot is decoded as a gate whatever its type bits; checks judge the types. Gates are
+    immutable values, so each distinct raw value is decoded once per process (an IDT re-read
+    at every stop is mostly unchanged).
     """
     size = 16 if long_mode else 8
-    out: list[IdtEntry] = []
-    for vec in range(min(256, len(data) // size)):
-        chunk = data[vec * size:(vec + 1) * size]
-        gate: Gate | Gate64 = Gate64.from_bytes(chunk) if long_mode else Gate.from_bytes(chunk)
-        out.append(IdtEntry(vec, gate))
-    return out
+    n = min(256, len(data) // size)
+    if long_mode:
+        q = struct.unpack_from(f"<{2 * n}Q", data)
+        return [IdtEntry(v, _gate64(q[2 * v] | q[2 * v + 1] << 64)) for v in range(n)]
+    q = struct.unpack_from(f"<{n}Q", data)
+    return [IdtEntry(v, _gate(q[v])) for v in range(n)]

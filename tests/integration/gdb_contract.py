@@ -35,12 +35,18 @@ def run(core_path: str, out_path: str) -> None:
     )
     checks = {
         "is_a_target": lambda: C.contract_is_a_target(gdbt),
-        "state": lambda: C.contract_state(gdbt, core, efer_mask=~1),
+        # `kd core` saved the real EFER beside the core: every bit must match.
+        "state": lambda: C.contract_state(gdbt, core),
+        "core_efer_is_real": lambda: _assert(not core.efer_inferred,
+                                             core.sidecar_note or "no MSR file beside the core"),
         "read_phys": lambda: C.contract_read_phys(gdbt, core, probes),
         "read_phys_packets": lambda: C.contract_read_phys(nopmem, core, probes),
         "read_virt": lambda: C.contract_read_virt(gdbt, core, probes),
         "msr_unavailable": lambda: _msr_unavailable(gdbt),
         "tables": lambda: C.contract_tables(gdbt, core),
+        "msrs": lambda: _assert(all(gdbt.read_msr(i) == core.read_msr(i)
+                                    for i in (0x277, 0xC0000080, 0xC0000081, 0xC0000082)),
+                                "MSRs differ between gdb and the core's MSR file"),
         "pmemsave_used": lambda: _assert(gdbt._pmem_ok is True, "pmemsave path not taken"),
     }
     for name, fn in checks.items():

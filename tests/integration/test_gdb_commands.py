@@ -3,8 +3,8 @@ kernel itself reports on serial (KDIAG lines: SGDT/SIDT/STR/RDMSR/CR reads in ri
 
 One VM per module: booted healthy to "[kernel] ready"; a console-interpreter gdb runs first
 (then detaches), then an MI3 gdb stops the CPU in kernel code (isr_common, CPL 0) for the rest.
-At that stop a dump-guest-memory core is written over QMP: the offline CLI and the GdbTarget
-contract are checked against it.
+At that stop ``kd core`` writes a dump-guest-memory core (through QEMU's monitor) and the MSRs
+beside it: the offline CLI and the GdbTarget contract are checked against it.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class Env:
     kd: dict[str, dict[str, str]]
     console_out: str
     core: Path
+    core_out: str
     tmp: Path
 
 
@@ -69,7 +70,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         gdb.cont_to("isr_common")
         e.gdb = gdb
         e.core = e.tmp / "stop.elf"
-        e.vm.qmp("dump-guest-memory", paging=False, protocol=f"file:{e.core}")
+        e.core_out = gdb.console(f"kd core {e.core}")
         yield e
     finally:
         if gdb is not None:
@@ -84,6 +85,9 @@ def test_gdt_matches_kernel(env: Env) -> None:
     doc = env.gdb.json("kd gdt --json")
     assert h(doc["base"]) == h(env.kd["GDTR"]["base"]) and h(doc["limit"]) == h(env.kd["GDTR"]["limit"])
     by_sel = {e["selector"]: e for e in doc["entries"]}
+    issue_fields = {"selector", "kind", "dpl", "present", "base", "limit", "long"}
+    assert all(issue_fields <= e.keys() for e in doc["entries"])
+    assert h(by_sel[0x08]["limit"]) == 0xFFFFFFFF and h(by_sel[0x28]["limit"]) == 0x67
     assert [(s, by_sel[s]["kind"], by_sel[s]["dpl"], by_sel[s]["long"]) for s in sorted(by_sel)] == [
         (0x00, "null", 0, False), (0x08, "code", 0, True), (0x10, "data", 0, False),
         (0x18, "data", 3, False), (0x20, "code", 3, True), (0x28, "tss", 0, False)]
@@ -105,6 +109,8 @@ def test_idt_matches_kernel(env: Env) -> None:
     assert h(doc["base"]) == h(env.kd["IDTR"]["base"]) and h(doc["limit"]) == h(env.kd["IDTR"]["limit"])
     gates = {e["vector"]: e for e in doc["entries"]}
     assert len(gates) == 256
+    issue_fields = {"vector", "type", "dpl", "present", "selector", "offset", "ist", "symbol"}
+    assert all(issue_fields <= e.keys() for e in doc["entries"])
     for v in range(32):
         g = gates[v]
         assert g["present"] and g["type"] == "interrupt-64" and g["selector"] == 0x08
@@ -116,10 +122,15 @@ def test_idt_matches_kernel(env: Env) -> None:
 
 def test_tss_matches_kernel(env: Env) -> None:
     doc = env.gdb.json("kd tss --json")
+    assert {f"rsp{i}" for i in range(3)} | {f"ist{i}" for i in range(1, 8)} | {"iopb"} <= doc.keys()
     k = env.kd["TSS"]
     assert doc["tr"]["selector"] == h(env.kd["TR"]["sel"]) and h(doc["tr"]["base"]) == h(k["base"])
     for key in ("rsp0", "ist1", "ist2", "ist3"):
         assert h(doc[key]) == h(k[key]), key
+    for key in ("rsp1", "rsp2", "ist4", "ist5", "ist6", "ist7"):  # the kernel leaves them 0
+        assert h(doc[key]) == 0, key
+    stacks = {name.split()[1]: f for name, f in env.kd.items() if name.startswith("STACK ")}
+    assert h(doc["rsp0"]) == h(stacks["rsp0"]["top"]) and h(doc["ist1"]) == h(stacks["df"]["top"])
     assert doc["iopb"] == h(k["iopb"]) and doc["ist_users"]["ist1"] == [8]
     assert doc["warnings"] == []
 
@@ -154,6 +165,8 @@ def test_efer_and_sreg(env: Env) -> None:
     assert h(env.gdb.json("kd efer --json")["raw"]) == h(env.kd["MSR"]["EFER"])
     doc = env.gdb.json("kd sreg --json")
     assert doc["cs"]["selector"] == 0x08 and doc["cs"]["long"] and doc["tr"]["selector"] == 0x28
+    assert doc["cs"]["selector"] == h(env.kd["SEG"]["cs"])  # SS is 0 here: CPL 3 -> 0 entry
+    assert h(doc["idtr"]["base"]) == h(env.kd["IDTR"]["base"])
     assert h(doc["gdtr"]["base"]) == h(env.kd["GDTR"]["base"])
     assert h(doc["kernel_gs_base"]) == 0 or h(doc["gs_base"]) == h(env.kd["PERCPU"]["base"]) or \
         h(doc["kernel_gs_base"]) == h(env.kd["PERCPU"]["base"])
@@ -164,19 +177,42 @@ def test_efer_and_sreg(env: Env) -> None:
 
 
 def _snapshot(gdb: MiGdb) -> tuple[str, str, str]:
-    regs = gdb.console("info registers")
+    # gdb's whole register file (x87/SSE included) and QEMU's view: segment caches,
+    # descriptor-table registers, debug registers, CPL/HLT/SMM state.
+    regs = gdb.console("info all-registers") + gdb.console("monitor info registers")
     rip = int(gdb.console("print/x $rip").split("=")[1], 16)
     code = gdb.console(f"x/32xb {rip - 8:#x}")
     mode = gdb.console("maintenance packet qqemu.PhyMemMode")
     return regs, code, mode
 
 
+def _forget(gdb: MiGdb) -> None:
+    """Drop kdiag's per-stop cache so the next MSR read injects rdmsr again."""
+    gdb.console("python import gdbext.target as _t; _t.forget()")
+
+
 @pytest.mark.parametrize("msr", ["star", "lstar", "pat", "sfmask", "apic_base", "0x10"])
 def test_msr_injection_restores_every_register_and_byte(env: Env, msr: str) -> None:
     before = _snapshot(env.gdb)
+    _forget(env.gdb)
     out = env.gdb.console(f"kd msr {msr}")
-    assert "restored, all registers verified" in out
+    assert "read by injecting rdmsr" in out and "restored, all registers verified" in out
+    assert "no code was run" not in out
     assert _snapshot(env.gdb) == before
+
+
+def test_a_second_read_at_the_same_stop_runs_no_code(env: Env) -> None:
+    _forget(env.gdb)
+    first = env.gdb.json("kd msr --json star")
+    again = env.gdb.json("kd msr --json star")
+    assert h(first["value"]) == h(again["value"]) == h(env.kd["MSR"]["STAR"])
+    assert "no code was run" in again["method"] and "no code was run" not in first["method"]
+    # Another register state (as after the guest ran) misses the cache: the read injects again.
+    env.gdb.console("set $r15 = $r15 ^ 1")
+    try:
+        assert "no code was run" not in env.gdb.json("kd msr --json star")["method"]
+    finally:
+        env.gdb.console("set $r15 = $r15 ^ 1")
 
 
 def test_msr_unknown_is_refused_without_touching_anything(env: Env) -> None:
@@ -212,7 +248,7 @@ def test_errors_are_gdb_errors_not_tracebacks(env: Env) -> None:
 
 def test_help_texts_are_manuals(env: Env) -> None:
     listing = env.gdb.console("help kd")
-    for sub in ("gdt", "idt", "tss", "cr", "efer", "pat", "msr", "sreg"):
+    for sub in ("gdt", "idt", "tss", "cr", "efer", "pat", "msr", "sreg", "core"):
         assert f"kd {sub} -- " in listing
         manual = env.gdb.console(f"help kd {sub}")
         assert "Usage: kd " + sub in manual and "Examples:" in manual
@@ -234,20 +270,43 @@ def _kdiag(*args: str) -> subprocess.CompletedProcess[str]:
                           cwd=ROOT, timeout=120)
 
 
-@pytest.mark.parametrize("cmd", ["gdt", "idt", "tss", "sreg"])
+def test_kd_core_saved_the_core_and_the_msrs(env: Env) -> None:
+    sidecar = json.loads(Path(f"{env.core}.msrs.json").read_text())
+    for key, index in [("PAT", 0x277), ("STAR", 0xC0000081), ("LSTAR", 0xC0000082),
+                       ("SFMASK", 0xC0000084), ("EFER", 0xC0000080), ("APIC_BASE", 0x1B)]:
+        assert h(sidecar["msrs"][f"{index:#x}"]) == h(env.kd["MSR"][key]), key
+    assert sidecar["unavailable"] == {} and "verified" in sidecar["method"]
+    assert f"core: {env.core}" in env.core_out
+
+
+# The CLI on the core prints the gdb command's text. The MSR commands differ only in the
+# provenance line: gdb read the value at this stop, the CLI from the core's MSR file.
+CLI_SAME = ["gdt", "idt", "tss", "sreg", "cr"]
+CLI_SAME_BUT_PROVENANCE = ["pat", "msr star", "msr lstar", "msr sfmask", "msr efer"]
+
+
+@pytest.mark.parametrize("cmd", CLI_SAME + CLI_SAME_BUT_PROVENANCE)
 def test_cli_on_the_core_prints_what_gdb_prints(env: Env, cmd: str) -> None:
-    extra = ["--elf", str(KERNEL_ELF)] if cmd in ("idt", "tss") else []
-    proc = _kdiag(cmd, "--core", str(env.core), *extra)
+    extra = ["--elf", str(KERNEL_ELF)] if cmd.split()[0] in ("idt", "tss", "msr") else []
+    proc = _kdiag(*cmd.split(), "--core", str(env.core), *extra)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == env.gdb.console(f"kd {cmd}")
+    live = env.gdb.console(f"kd {cmd}")
+    if cmd in CLI_SAME:
+        assert proc.stdout == live
+        return
+    offline, online = proc.stdout.rstrip("\n").splitlines(), live.rstrip("\n").splitlines()
+    assert offline[:-1] == online[:-1] and len(offline) > 1
+    if "rdmsr" in online[-1]:
+        assert offline[-1].strip().startswith("(saved beside the core by `kd core`: read by "
+                                              "injecting rdmsr")
 
 
-def test_cli_cr_on_the_core(env: Env) -> None:
-    proc = _kdiag("cr", "--core", str(env.core), "--json")
-    doc = json.loads(proc.stdout)
+def test_cli_json_on_the_core_matches_the_kernel(env: Env) -> None:
+    doc = json.loads(_kdiag("cr", "--core", str(env.core), "--json").stdout)
     assert h(doc["cr3"]["raw"]) == h(env.kd["CR"]["cr3"]) and h(doc["cr4"]["raw"]) == h(env.kd["CR"]["cr4"])
-    # EFER is not in a QEMU core: LME/LMA/NXE are inferred, SCE is not knowable
-    assert h(doc["efer"]["raw"]) == h(env.kd["MSR"]["EFER"]) & ~1
+    assert h(doc["efer"]["raw"]) == h(env.kd["MSR"]["EFER"]) and "efer_inferred" not in doc
+    doc = json.loads(_kdiag("pat", "--core", str(env.core), "--json").stdout)
+    assert h(doc["raw"]) == h(env.kd["MSR"]["PAT"])
 
 
 def test_gdb_target_passes_the_contract_against_the_core(env: Env) -> None:
@@ -257,4 +316,4 @@ def test_gdb_target_passes_the_contract_against_the_core(env: Env) -> None:
     results = json.loads(out.read_text())
     failed = {k: v for k, v in results.items() if v != "ok"}
     assert not failed, failed
-    assert len(results) >= 8
+    assert len(results) >= 10

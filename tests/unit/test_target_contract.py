@@ -1,9 +1,10 @@
 """The Target contract, one suite for every backend; the FakeTarget is the reference.
 
 Backends here: ``fake`` (reference, built by machine_builder) and ``core`` (a QEMU-format ELF
-core written from the same machine by corewriter). The gdb backend runs the same checks in
-tests/integration/test_gdb_target.py against a core dumped from the VM at the same stop, and a
-real QEMU core is checked in tests/integration/test_gdb_core.py.
+core written from the same machine by corewriter). Live backends run the same ``contract_*``
+functions against a real ``dump-guest-memory`` core taken at the same stop: the gdb backend
+inside gdb (tests/integration/gdb_contract.py, run by test_gdb_commands.py) and the QMP
+backend in tests/integration/test_qmp_live.py.
 
 The ``contract_*`` functions take (backend, reference, probes) so the integration tests reuse
 them unchanged.
@@ -115,7 +116,8 @@ _CORE_CACHE: dict[str, Path] = {}
 def _shared_core(fake: Target, tmp: Path) -> CoreTarget:
     """The healthy machine's core, written once per session (64 MiB)."""
     if "healthy" not in _CORE_CACHE:
-        _CORE_CACHE["healthy"] = _core_from(fake, tmp).path and tmp / "core.elf"
+        _core_from(fake, tmp).close()
+        _CORE_CACHE["healthy"] = tmp / "core.elf"
     return CoreTarget.from_path(_CORE_CACHE["healthy"])
 
 
@@ -259,3 +261,41 @@ def test_truncated_core_memory_is_a_read_error(tmp_path: Path) -> None:
 
 def reference_state_for_docs() -> CpuState:  # keeps the builder importable for docs/examples
     return Machine().build().state()
+
+
+# -- the MSR file `kd core` writes beside a core -------------------------------------------------
+
+
+def test_core_sidecar_supplies_msrs_and_the_real_efer(tmp_path: Path) -> None:
+    from kdiag.target.core import write_sidecar
+
+    fake = Machine(efer=0xD01).build()
+    core_path = tmp_path / "c.elf"
+    write_qemu_core(core_path, [fake.state()], [(0, bytes(4096))])
+    from dataclasses import replace
+
+    write_sidecar(core_path, replace(fake.state(), cr8=2), {0x277: 0x0007040100070406, 0xC0000080: 0xD01},
+                  "read by injecting rdmsr at RIP 0x1", {0xC0000083: "refused"})
+    core = CoreTarget.from_path(core_path)
+    assert core.read_msr(0x277) == 0x0007040100070406
+    assert core.state().efer == 0xD01 and not core.efer_inferred and core.state().cr8 == 2
+    assert core.msr_method.startswith("saved beside the core by `kd core`: read by injecting")
+    with pytest.raises(MsrUnavailable, match="kd core FILE"):
+        core.read_msr(0xC0000083)
+
+
+def test_core_sidecar_from_another_stop_is_ignored(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from kdiag.target.core import write_sidecar
+
+    st = Machine(efer=0xD01).build().state()
+    core_path = tmp_path / "c.elf"
+    write_qemu_core(core_path, [st], [(0, bytes(4096))])
+    write_sidecar(core_path, replace(st, gpr={**st.gpr, "rip": st.rip + 2}), {0x277: 6}, "x")
+    core = CoreTarget.from_path(core_path)
+    assert "another stop" in core.sidecar_note and core.efer_inferred
+    with pytest.raises(MsrUnavailable):
+        core.read_msr(0x277)
+    (tmp_path / "c.elf.msrs.json").write_text("{not json")
+    assert "unreadable" in CoreTarget.from_path(core_path).sidecar_note

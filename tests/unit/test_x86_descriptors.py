@@ -131,11 +131,24 @@ def test_gate64_ist_and_trap_and_user_dpl() -> None:
     (0x0000850000280000, SystemType.TASK_GATE, "task-gate", 32, 0, 0x28),
     (0x0000860000081234, SystemType.INTERRUPT_GATE_16, "interrupt-gate", 16, 0x1234, 0x08),
     (0x0000EC0300081234, SystemType.CALL_GATE_32, "call-gate", 32, 0x1234, 0x08),
+    (0x0000870000081234, SystemType.TRAP_GATE_16, "trap-gate", 16, 0x1234, 0x08),
+    # JOS trap.c SETGATE(idt[T_SYSCALL], 0, GD_KT, handler 0xf0103a6e, 3): DPL-3 interrupt gate
+    (0xF010EE0000083A6E, SystemType.INTERRUPT_GATE_32, "interrupt-gate", 32, 0xF0103A6E, 0x08),
 ])
 def test_legacy_gates(raw: int, stype: SystemType, kind: str, bits: int, offset: int, sel: int) -> None:
     g = Gate.from_raw(raw)
     assert (g.type, g.kind, g.bits, g.offset, g.selector.raw) == (stype, kind, bits, offset, sel)
     assert g.raw == raw
+
+
+def test_call_gate_64_in_a_long_mode_gdt_takes_two_slots() -> None:
+    g = Gate64.make(0xFFFFFFFF80001000, 0x08, LongSystemType.CALL_GATE_64, dpl=3)
+    assert g.raw == 0x8000EC0000081000 | 0xFFFFFFFF << 64  # SDM Figure 5-9: no IST field
+    gdt = struct.pack("<Q", 0) + g.raw.to_bytes(16, "little") + struct.pack("<Q", 0x00AF9B000000FFFF)
+    entries = decode_gdt(gdt, long_mode=True)
+    assert [e.selector for e in entries] == [0x00, 0x08, 0x18]
+    assert isinstance(entries[1].descriptor, Gate64)
+    assert entries[1].descriptor.kind == DescriptorKind.CALL_GATE and entries[1].size == 16
 
 
 def test_call_gate_param_count() -> None:
