@@ -31,7 +31,6 @@ import ipaddress
 import logging
 import os
 import stat
-import weakref
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -195,12 +194,16 @@ def to_qmp_int(value: int) -> int:
 # ------------------------------------------------------------------------------------------
 # the session
 
-_open_sessions: weakref.WeakSet[QmpSession] = weakref.WeakSet()
+#: Sessions not closed yet, held strongly: a session dropped without ``close()`` (the CLI's
+#: ``open_target`` hands its target to the command and never closes it) would otherwise be
+#: garbage-collected with qemu.qmp's reader/writer tasks still pending on its private loop,
+#: and asyncio prints "Task was destroyed but it is pending!" plus tracebacks on stderr.
+_open_sessions: set[QmpSession] = set()
 
 
 @atexit.register
 def _close_open_sessions() -> None:
-    """Close sessions a caller forgot, before interpreter teardown makes asyncio noisy."""
+    """Close the sessions a caller left open, while the interpreter is still whole."""
     for session in list(_open_sessions):
         session.close()
 
@@ -261,6 +264,7 @@ class QmpSession:
         if self._closed:
             return
         self._closed = True
+        _open_sessions.discard(self)
         with contextlib.suppress(BaseException):
             self._loop.run_until_complete(asyncio.wait_for(self._client.disconnect(), 2.0))
         with contextlib.suppress(BaseException):
@@ -312,21 +316,28 @@ class QmpSession:
         except TimeoutError:
             raise QmpTimeout(f"QEMU at {self.where} did not answer {what} within "
                              f"{limit:g}s") from None
-        except ExecuteError as err:
+        except (ExecuteError, ConnectError, ExecInterruptedError, EOFError, ConnectionError,
+                OSError, QMPError) as err:
+            raise self._translate(err, what) from err
+
+    def _translate(self, err: BaseException, what: str) -> TargetError:
+        """The kdiag error for a ``qemu.qmp``/socket exception raised while running ``what``."""
+        from qemu.qmp import ExecuteError
+        from qemu.qmp.protocol import ConnectError
+
+        if isinstance(err, ExecuteError):
             desc = str(err)
-            cls_ = str(err.error_class)
-            raise QmpCommandError(f"QEMU refused {what}: {desc}", command=what,
-                                  error_class=cls_, desc=desc) from err
-        except ConnectError as err:
+            return QmpCommandError(f"QEMU refused {what}: {desc}", command=what,
+                                   error_class=str(err.error_class), desc=desc)
+        if isinstance(err, ConnectError):
             inner = err.exc
             reason = (getattr(inner, "strerror", None) or str(inner) or type(inner).__name__)
             if isinstance(inner, EOFError):
                 reason = "QEMU closed the connection"
-            raise TargetGone(reason) from err
-        except (ExecInterruptedError, EOFError, ConnectionError, OSError, QMPError) as err:
-            self._gone = (f"QEMU at {self.where} is gone (the QMP connection closed during "
-                          f"{what})")
-            raise TargetGone(self._gone) from err
+            return TargetGone(reason)
+        self._gone = (f"QEMU at {self.where} is gone (the QMP connection closed during "
+                      f"{what})")
+        return TargetGone(self._gone)
 
     def _collect(self) -> None:
         """Move events the client has received into our queue (no I/O)."""
@@ -346,6 +357,40 @@ class QmpSession:
                              timeout, command)
         finally:
             self._collect()
+
+    def execute_many(self, calls: Iterable[tuple[str, Mapping[str, Any] | None]],
+                     timeout: float | None = None) -> list[Any]:
+        """Send several commands at once and wait for all replies (one round trip).
+
+        QEMU runs them in order; the result list holds each ``return`` value, or the
+        :class:`QmpCommandError` QEMU answered that command with (returned, not raised, so
+        one refusal does not hide the other replies). A lost connection still raises.
+        """
+        from qemu.qmp import ExecInterruptedError, ExecuteError, QMPError
+
+        batch = [(c, dict(a) if a else None) for c, a in calls]
+        what = " + ".join(c for c, _ in batch)
+
+        async def run_all() -> list[Any]:
+            return await asyncio.gather(*(self._client.execute(c, a) for c, a in batch),
+                                        return_exceptions=True)
+
+        try:
+            replies = self._run(run_all(), timeout, what)
+        finally:
+            self._collect()
+        out: list[Any] = []
+        for (command, _), reply in zip(batch, replies, strict=True):
+            if isinstance(reply, ExecuteError):
+                out.append(self._translate(reply, command))
+            elif isinstance(reply, (ExecInterruptedError, EOFError, ConnectionError, OSError,
+                                    QMPError)):
+                raise self._translate(reply, command) from reply
+            elif isinstance(reply, BaseException):
+                raise reply
+            else:
+                out.append(reply)
+        return out
 
     def hmp(self, command_line: str, timeout: float | None = None,
             cpu_index: int | None = None) -> str:

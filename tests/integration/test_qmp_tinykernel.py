@@ -15,10 +15,14 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,7 +121,7 @@ class TinyQemu:
     test, ``control`` for the test itself (start the guest, check status)."""
 
     def __init__(self, directory: Path, paused: bool = True, no_shutdown: bool = True,
-                 log: bool = True) -> None:
+                 log: bool = True, tcp_port: int | None = None) -> None:
         self.dir = directory
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
@@ -129,6 +133,8 @@ class TinyQemu:
                 "-display", "none", "-vga", "none", "-net", "none", "-no-reboot",
                 "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
                 "-qmp", f"unix:{self.control_path},server=on,wait=off"]
+        if tcp_port is not None:  # a third monitor on loopback TCP
+            argv += ["-qmp", f"tcp:127.0.0.1:{tcp_port},server=on,wait=off"]
         if no_shutdown:
             argv.append("-no-shutdown")
         if paused:
@@ -166,7 +172,7 @@ class TinyQemu:
 
 
 @contextlib.contextmanager
-def tiny_qemu(directory: Path, **kw: bool) -> Iterator[TinyQemu]:
+def tiny_qemu(directory: Path, **kw: Any) -> Iterator[TinyQemu]:
     q = TinyQemu(directory, **kw)
     try:
         yield q
@@ -226,11 +232,61 @@ def test_memory_reads_match_the_kernel_image(frozen: TinyQemu) -> None:
             t.read_phys(0xFEE00000, 4)  # LAPIC/MSI window: never read
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_session_over_loopback_tcp(tmp_path: Path) -> None:
+    port = free_port()
+    with tiny_qemu(tmp_path / "run", log=False, tcp_port=port) as q, \
+            QmpSession.connect(f"tcp:127.0.0.1:{port}") as s:
+        assert s.address == ("127.0.0.1", port) and s.qemu_version.startswith("7.2")
+        assert s.status() == "prelaunch"
+        assert "GDT=" in s.hmp("info registers")  # HMP passthrough
+        q.control("cont")
+        ev = s.wait_event(is_triple_fault, timeout=30)  # events over TCP too
+        assert ev is not None and ev["data"]["reason"] == "guest-reset"
+
+
 def test_kill_during_a_command_is_target_gone(tmp_path: Path) -> None:
+    """QEMU dies while a command is in flight: one line, TargetGone, and the session stays gone.
+
+    ``pmemsave`` opens its file in QEMU's main loop; on a FIFO nobody reads, that open blocks,
+    so the command is certainly still running when the test kills QEMU.
+    """
     with tiny_qemu(tmp_path / "run", log=False) as q, QmpSession.connect(str(q.qmp_path)) as s:
+        fifo = q.dir / "stall.fifo"
+        os.mkfifo(fifo, 0o600)
+        killed = threading.Event()
+
+        def kill() -> None:
+            q.proc.kill()
+            killed.set()
+
+        timer = threading.Timer(0.5, kill)
+        timer.start()
+        t0 = time.monotonic()
+        try:
+            with pytest.raises(TargetGone) as info:
+                s.execute("pmemsave", {"val": 0, "size": 4096, "filename": str(fifo)},
+                          timeout=30)
+        finally:
+            timer.cancel()
+        assert killed.is_set() and time.monotonic() - t0 < 10  # it waited, then saw the death
+        msg = str(info.value)
+        assert "gone" in msg and "pmemsave" in msg and "\n" not in msg
+        with pytest.raises(TargetGone):
+            s.status()
+
+
+def test_cli_on_a_dead_qemu_is_one_line(tmp_path: Path) -> None:
+    with tiny_qemu(tmp_path / "run", log=False) as q:
         q.proc.kill()
         q.proc.wait(5)
-        with pytest.raises(TargetGone) as info:
-            s.execute("pmemsave", {"val": 0, "size": 64 << 20,
-                                   "filename": str(q.dir / "never.bin")})
-        assert "gone" in str(info.value) and "\n" not in str(info.value)
+        assert q.qmp_path.exists()  # a killed QEMU leaves its socket file behind
+        proc = subprocess.run([sys.executable, "-m", "kdiag", "gdt", "--qmp", str(q.qmp_path)],
+                              capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("kdiag: error: ") and proc.stderr.count("\n") == 1, proc.stderr

@@ -175,7 +175,7 @@ def test_clion_start_configuration_has_no_shell_text() -> None:
     assert opts["EXECUTE_SCRIPT_FILE"] == "true" and opts["SCRIPT_TEXT"] == ""
     assert opts["INTERPRETER_PATH"] == SPEC.python
     assert opts["SCRIPT_PATH"] == "/opt/kdiag/.venv/bin/kdiag"
-    assert opts["SCRIPT_OPTIONS"].split() == ["ide", "start", "--gdb", "127.0.0.1:1234",
+    assert str(opts["SCRIPT_OPTIONS"]).split() == ["ide", "start", "--gdb", "127.0.0.1:1234",
                                               "--kernel", "x86_64", "--scenario", "idt-missing"]
 
 

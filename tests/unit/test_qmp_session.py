@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,8 +34,8 @@ from qmp_tools.session import (
 
 GREETING = {"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "major": 7}, "package": ""},
                     "capabilities": ["oob"]}}
-TRIPLE = {"event": "SHUTDOWN", "data": {"guest": True, "reason": "guest-reset"},
-          "timestamp": {"seconds": 100, "microseconds": 250000}}
+TRIPLE: dict[str, Any] = {"event": "SHUTDOWN", "data": {"guest": True, "reason": "guest-reset"},
+                         "timestamp": {"seconds": 100, "microseconds": 250000}}
 
 
 # ------------------------------------------------------------------------------------------
@@ -80,8 +83,9 @@ def test_stop_reason_and_event_time() -> None:
 
 
 def test_event_filter_by_names_and_predicate() -> None:
-    events = [{"event": "RESUME"}, TRIPLE, {"event": "STOP"},
-              {"event": "SHUTDOWN", "data": {"guest": True, "reason": "guest-shutdown"}}]
+    events: list[dict[str, Any]] = [
+        {"event": "RESUME"}, TRIPLE, {"event": "STOP"},
+        {"event": "SHUTDOWN", "data": {"guest": True, "reason": "guest-shutdown"}}]
     assert [e["event"] for e in events if event_filter("STOP")(e)] == ["STOP"]
     assert len([e for e in events if event_filter(["SHUTDOWN", "STOP"])(e)]) == 3
     assert [e for e in events if event_filter("SHUTDOWN", is_triple_fault)(e)] == [TRIPLE]
@@ -223,6 +227,49 @@ def test_command_error_becomes_qmp_command_error(serve: Callable[..., FakeQmp],
             s.execute("memsave", {"val": 0x40000000, "size": 16, "filename": "/x"})
     assert info.value.error_class == "GenericError"
     assert "Invalid addr" in str(info.value) and info.value.command == "memsave"
+
+
+def test_execute_many_is_one_batch_with_per_command_errors(serve: Callable[..., FakeQmp],
+                                                           sock_path: Path) -> None:
+    def handler(req: dict, send: Callable[[dict], None]) -> dict:
+        if req["execute"] == "query-status":
+            return {"return": {"status": "paused", "running": False}}
+        if req["arguments"]["command-line"] == "info lapic":
+            return {"error": {"class": "GenericError", "desc": "no local APIC"}}
+        return {"return": "RAX=0\r\n"}
+
+    srv = serve(handler)
+    with QmpSession.connect(str(sock_path)) as s:
+        status, regs, lapic = s.execute_many([
+            ("query-status", None),
+            ("human-monitor-command", {"command-line": "info registers"}),
+            ("human-monitor-command", {"command-line": "info lapic"})])
+    assert status["status"] == "paused" and regs == "RAX=0\r\n"
+    assert isinstance(lapic, QmpCommandError) and lapic.desc == "no local APIC"
+    assert [r["execute"] for r in srv.requests[1:]] == [
+        "query-status", "human-monitor-command", "human-monitor-command"]
+
+
+def test_execute_many_on_a_hangup_raises_target_gone(serve: Callable[..., FakeQmp],
+                                                     sock_path: Path) -> None:
+    serve(lambda req, send: "hangup")
+    with QmpSession.connect(str(sock_path)) as s:
+        with pytest.raises(TargetGone, match="gone"):
+            s.execute_many([("query-status", None), ("query-status", None)])
+        assert not s.alive
+
+
+def test_a_session_never_closed_exits_quietly(serve: Callable[..., FakeQmp],
+                                              sock_path: Path) -> None:
+    """The CLI's open_target never closes its target: the interpreter must still exit without
+    asyncio's "Task was destroyed but it is pending!" and tracebacks on stderr."""
+    serve(lambda req, send: {"return": {"status": "running", "running": True}})
+    code = ("import gc, sys\nfrom qmp_tools.session import QmpSession\n"
+            "s = QmpSession.connect(sys.argv[1])\nprint(s.status())\ndel s\ngc.collect()\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(sock_path)], capture_output=True,
+                          text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0 and proc.stdout == "running\n"
+    assert proc.stderr == ""
 
 
 def test_hangup_mid_command_is_target_gone_then_stays_gone(serve: Callable[..., FakeQmp],

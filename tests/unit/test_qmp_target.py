@@ -26,6 +26,7 @@ from qmp_tools.target import (
     MemRange,
     QmpTarget,
     check_readable,
+    parse_lapic_tpr,
     parse_mtree_flat,
     parse_xp_words,
 )
@@ -146,8 +147,19 @@ class FakeSession:
                 path.write_bytes(data)
             return {}
         if command == "human-monitor-command":
-            return self.hmp(args["command-line"])
+            return self.hmp(args["command-line"], cpu_index=args.get("cpu-index"))
         raise AssertionError(f"unexpected command {command}")
+
+    def execute_many(self, calls: list[tuple[str, dict[str, Any] | None]],
+                     timeout: float | None = None) -> list[Any]:
+        self.calls.append("batch")
+        out: list[Any] = []
+        for command, args in calls:
+            try:
+                out.append(self.execute(command, args))
+            except QmpCommandError as err:
+                out.append(err)
+        return out
 
     def hmp(self, line: str, timeout: float | None = None, cpu_index: int | None = None) -> str:
         self.calls.append(f"hmp {line}")
@@ -158,6 +170,8 @@ class FakeSession:
             return REGS
         if line == "info mtree -f":
             return MTREE
+        if line == "info lapic":
+            return LAPIC
         m = re.match(r"xp /(\d+)gx (0x[0-9a-f]+)$", line)
         if m:
             n, addr = int(m.group(1)), int(m.group(2), 16)
@@ -172,6 +186,13 @@ class FakeSession:
 
     def count(self, what: str) -> int:
         return sum(1 for c in self.calls if c == what)
+
+
+# the tail of `info lapic` (QEMU 7.2) with a kernel that raised CR8 to 2
+LAPIC = ("dumping local APIC state for CPU 0 \r\n\r\n"
+         "LVT0\t 0x00010000 active-hi edge  masked                      Fixed  (vec 0)\r\n"
+         "ISR\t (none)\r\nIRR\t (none)\r\n\r\n"
+         "APR 0x00 TPR 0x20 DFR 0x0f LDR 0x00 PPR 0x20\r\n")
 
 
 @pytest.fixture
@@ -251,6 +272,27 @@ def test_state_from_info_registers(target: QmpTarget) -> None:
     assert st.segments["cs"].long and st.cpl == 0
 
 
+def test_cr8_is_the_local_apic_tpr_in_long_mode(target: QmpTarget,
+                                                session: FakeSession) -> None:
+    assert parse_lapic_tpr(LAPIC) == 0x20 and parse_lapic_tpr("no apic") is None
+    assert target.state().cr8 == 2  # CR8 = TPR[7:4] (SDM Vol. 3A 10.8.6.1)
+    assert session.count("hmp info lapic") == 1
+
+
+def test_a_cold_state_is_one_batch_a_warm_one_a_status_check(target: QmpTarget,
+                                                             session: FakeSession) -> None:
+    target.state()
+    assert session.calls == ["batch", "query-status", "human-monitor-command",
+                             "hmp info registers", "human-monitor-command", "hmp info lapic"]
+    session.calls.clear()
+    target.state()
+    assert session.calls == ["query-status"]
+    plain = QmpTarget(session)  # type: ignore[arg-type]
+    plain.with_cr8 = False  # a caller that never shows CR8 saves QEMU the `info lapic`
+    session.calls.clear()
+    assert plain.state().cr8 is None and "hmp info lapic" not in session.calls
+
+
 def test_state_is_cached_while_stopped_and_refetched_after_run_state_events(
         target: QmpTarget, session: FakeSession) -> None:
     target.state()
@@ -275,13 +317,19 @@ def test_other_cpu_is_asked_with_cpu_index(session: FakeSession) -> None:
         t.state()
 
 
-def test_msrs_from_the_dump_and_a_reason_for_the_rest(target: QmpTarget) -> None:
+def test_msrs_from_the_dump_and_a_reason_for_the_rest(target: QmpTarget,
+                                                       session: FakeSession) -> None:
     assert target.read_msr(0xC0000080) == 0x500
     assert target.read_msr(0xC0000100) == 0x345000  # FS.base
     assert target.read_msr(0xC0000101) == 0
+    session.calls.clear()
     with pytest.raises(MsrUnavailable, match="no MSR read") as info:
         target.read_msr(0x277)
-    assert info.value.msr == 0x277
+    assert info.value.msr == 0x277 and "kdiag pat --value" in str(info.value)
+    with pytest.raises(MsrUnavailable) as info:
+        target.read_msr(0x1B)  # IA32_APIC_BASE
+    assert "--value" not in str(info.value)
+    assert session.calls == []  # refused without a round trip
 
 
 # ------------------------------------------------------------------------------------------
