@@ -153,8 +153,11 @@ def parse_qemu_cpu_state(desc: bytes, elf_machine: int, cpu_index: int = 0) -> C
         efer |= EFER_LME | EFER_LMA
     if cr[0] & (1 << 31) and cr[4] & (1 << 5):
         efer |= EFER_NXE
+    # The note holds no CPL; QEMU derives it from SS.DPL in protected mode (target/i386/cpu.h,
+    # HF_CPL_MASK; SDM Vol. 3A 5.5: SS.DPL always equals CPL), and it is 0 in real mode.
+    cpl = (segs["ss"][2] >> 13) & 3 if cr[0] & 1 else 0
     return CpuState(
-        gpr=gpr, cr0=cr[0], cr2=cr[2], cr3=cr[3], cr4=cr[4], efer=efer,
+        gpr=gpr, cr0=cr[0], cr2=cr[2], cr3=cr[3], cr4=cr[4], efer=efer, cpl=cpl,
         segments=segments,
         gdtr=TableRegister(segs["gdt"][3], segs["gdt"][1]),
         idtr=TableRegister(segs["idt"][3], segs["idt"][1]),

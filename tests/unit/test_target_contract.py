@@ -299,3 +299,15 @@ def test_core_sidecar_from_another_stop_is_ignored(tmp_path: Path) -> None:
         core.read_msr(0x277)
     (tmp_path / "c.elf.msrs.json").write_text("{not json")
     assert "unreadable" in CoreTarget.from_path(core_path).sidecar_note
+
+
+@pytest.mark.parametrize(("cs", "ss", "cpl"), [(0x08, 0x10, 0), (0x2B, 0x23, 3)])
+def test_core_cpl_comes_from_ss_dpl(tmp_path: Path, cs: int, ss: int, cpl: int) -> None:
+    """A QEMU core has no CPL field: it is SS.DPL (SDM Vol. 3A 5.5), as QEMU's hflags keep it."""
+    from tests.unit.machine_builder import KCODE, KDATA, UCODE64, UDATA, seg_cache
+
+    user = cpl == 3
+    segments = {"cs": seg_cache(cs, UCODE64 if user else KCODE),
+                "ss": seg_cache(ss, UDATA if user else KDATA)}
+    fake = Machine(segments=segments).build()
+    assert _core_from(fake, tmp_path).state().cpl == cpl
