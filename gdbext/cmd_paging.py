@@ -115,10 +115,13 @@ Filters (combined, and pruned while walking): -w/--writable, --readonly, -x/--ex
 
 --check lists anomalies instead: W+X, user-accessible kernel addresses, one physical page
 under different memory types, XD without EFER.NXE, reserved bits, tables/pages beyond RAM
-(from QEMU's memory map, or --ram-size), supervisor mappings left in the lower half, a
-framebuffer not write-combining (--framebuffer PA+SIZE), CR0.WP=0, loops, self-maps.
-Options: --ram-size SIZE, --ram START+SIZE, --framebuffer PA+SIZE, --kernel-base ADDR,
---no-lower-half. Limits: --max-tables N, --max-ranges N (garbage tables end truncated).
+(QEMU's memory map, `monitor info mtree -f`, or --ram-size), supervisor mappings left in
+the lower half, a framebuffer not write-combining (--framebuffer PA+SIZE; by default the
+display's video RAM from the memory map, e.g. vga.vram, checked where it is mapped),
+CR0.WP=0, loops, self-maps.
+Options: --ram-size SIZE, --ram START+SIZE, --framebuffer PA+SIZE, --no-framebuffer,
+--kernel-base ADDR, --no-lower-half. Limits: --max-tables N, --max-ranges N (garbage
+tables end truncated, with the reason).
 
 Examples:
   kd pt

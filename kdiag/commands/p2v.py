@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    target = open_target(args)
+    target = open_target(args, cr8=False)
     try:
         rep = p2v_report(target, args, args.pa)
     finally:

@@ -42,8 +42,10 @@ Filters combine (AND) and prune the walk early: --writable, --readonly, --execut
 
 --check lists anomalies instead: W+X, user-accessible kernel addresses, one physical page
 with different memory types, XD without EFER.NXE, reserved bits, tables/pages beyond RAM
-(--ram-size, or the core file's RAM), the lower half still mapped, a framebuffer that is not
-write-combining (--framebuffer PA+SIZE), CR0.WP=0, loops and recursive self-maps.
+(--ram-size, else the core file's RAM or QEMU's memory map), the lower half still mapped, a
+framebuffer that is not write-combining (--framebuffer PA+SIZE; over QMP the display's video
+RAM is found in the memory map and checked where mapped), CR0.WP=0, loops and recursive
+self-maps. Over QMP, IA32_PAT cannot be read: pass --pat VALUE for the real memory types.
 
 exit codes: 0 ok (no error/warning anomaly with --check), 1 anomalies found, 2 unusable input
 
@@ -135,7 +137,11 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--ram", dest="ram", type=_region_arg, action="append", metavar="START+SIZE",
                    help="a RAM range (repeatable; e.g. from the UEFI/e820 memory map)")
     g.add_argument("--framebuffer", type=_region_arg, metavar="PA+SIZE",
-                   help="the framebuffer's physical range (checked to be mapped and WC)")
+                   help="the framebuffer's physical range (checked to be mapped and WC; "
+                        "default: the display's video RAM in QEMU's memory map, checked "
+                        "to be WC where mapped)")
+    g.add_argument("--no-framebuffer", action="store_true",
+                   help="do not look for a framebuffer in QEMU's memory map")
     g.add_argument("--kernel-base", type=parse_int, metavar="ADDR",
                    help="where kernel addresses start (default: the upper half in IA-32e "
                         "modes, 0xc0000000 in 32-bit modes)")
@@ -183,6 +189,8 @@ def config_from_args(target: Target, args: argparse.Namespace) -> PagingConfig:
     could not be read) or ``args.no_msr`` (do not read it)."""
     no_read = bool(getattr(args, "no_msr", False))
     err = getattr(args, "pat_error", None)
+    if err is None and not no_read and getattr(args, "pat", None) is None:
+        err = pat_unreadable_reason(target)
     cfg = resolve_config(target, cr3=getattr(args, "cr3", None),
                          mode=getattr(args, "mode", None), pat=getattr(args, "pat", None),
                          maxphyaddr=getattr(args, "maxphyaddr", None),
@@ -197,19 +205,51 @@ def config_from_args(target: Target, args: argparse.Namespace) -> PagingConfig:
     return cfg
 
 
-def ram_from_target(target: Target) -> tuple[tuple[int, int], ...] | None:
+def pat_unreadable_reason(target: Target) -> str | None:
+    """Why ``target`` cannot read IA32_PAT, when that is known without asking it (and without
+    the round trips a refused ``read_msr`` costs): QEMU's QMP/HMP monitor has no MSR read."""
+    try:
+        from qmp_tools.target import QmpTarget
+    except ImportError:  # pragma: no cover - qmp_tools ships with kdiag
+        return None
+    if isinstance(target, QmpTarget):
+        return ("QEMU's monitor has no MSR read; pass --pat VALUE, or use gdb's `kd pt`, "
+                "which executes rdmsr")
+    return None
+
+
+def memory_map_of(target: Target) -> list | None:
+    """QEMU's flat physical memory map (``MemRange``s: start, inclusive end, kind, name) when
+    the backend can give it: ``memory_map()`` (QMP) or ``monitor("info mtree -f")`` (gdb's
+    monitor passthrough). None otherwise (a core file, a fake)."""
+    try:
+        mm = getattr(target, "memory_map", None)
+        if callable(mm):
+            return list(mm())
+        mon = getattr(target, "monitor", None)
+        if callable(mon):
+            from qmp_tools.target import parse_mtree_flat
+
+            return list(parse_mtree_flat(str(mon("info mtree -f"))))
+    except Exception:  # noqa: BLE001 - an optional hint; never fatal
+        return None
+    return None
+
+
+def ram_from_target(target: Target, mmap: list | None = None
+                    ) -> tuple[tuple[int, int], ...] | None:
     """RAM ranges (half-open) the backend knows, from optional attributes outside the Target
-    protocol: ``ram_ranges`` (a core's PT_LOADs; list or method), ``memory_map()`` (QMP's
-    flat view; RAM and ROM entries, inclusive ends) or ``ram_size``."""
+    protocol: ``ram_ranges`` (a core's PT_LOADs; list or method), QEMU's memory map (QMP or
+    gdb's monitor; RAM and ROM entries, inclusive ends) or ``ram_size``."""
     try:
         ranges = getattr(target, "ram_ranges", None)
         if callable(ranges):
             ranges = ranges()
         if ranges:
             return tuple((int(a), int(b)) for a, b in ranges)
-        mm = getattr(target, "memory_map", None)
-        if callable(mm):
-            got = tuple((int(r.start), int(r.end) + 1) for r in mm()
+        mm = mmap if mmap is not None else memory_map_of(target)
+        if mm:
+            got = tuple((int(r.start), int(r.end) + 1) for r in mm
                         if getattr(r, "kind", "") in ("ram", "rom", "romd"))
             if got:
                 return got
@@ -221,15 +261,42 @@ def ram_from_target(target: Target) -> tuple[tuple[int, int], ...] | None:
     return None
 
 
+def framebuffer_from_map(mmap: list | None) -> tuple[int, int] | None:
+    """The linear framebuffer's physical range from QEMU's memory map: the largest piece of
+    the display device's video RAM (``vga.vram`` for -vga std and bochs-display; ``qxl.vram``,
+    ``vmsvga.vram``), i.e. its PCI BAR, not the 64 KiB legacy window at 0xa0000."""
+    best: tuple[int, int] | None = None
+    for r in mmap or ():
+        name = str(getattr(r, "name", "")).split(" @")[0]
+        if not name.endswith("vram"):
+            continue
+        size = int(r.end) + 1 - int(r.start)
+        if best is None or size > best[1]:
+            best = (int(r.start), size)
+    return best
+
+
 def check_options_from_args(target: Target, args: argparse.Namespace) -> CheckOptions:
+    """RAM from --ram/--ram-size, else the backend's memory map; the framebuffer from
+    --framebuffer, else the display's video RAM in QEMU's memory map (then only a non-WC
+    mapping of it is reported, not its absence: many kernels never draw)."""
+    mmap = None
+    if not getattr(args, "ram", None) and not getattr(args, "ram_size", None) \
+            or getattr(args, "framebuffer", None) is None:
+        mmap = memory_map_of(target)
     ram: tuple[tuple[int, int], ...] | None
     if getattr(args, "ram", None):
         ram = tuple((lo, lo + size) for lo, size in args.ram)
     elif getattr(args, "ram_size", None):
         ram = ((0, args.ram_size),)
     else:
-        ram = ram_from_target(target)
-    return CheckOptions(ram=ram, framebuffer=getattr(args, "framebuffer", None),
+        ram = ram_from_target(target, mmap)
+    fb = getattr(args, "framebuffer", None)
+    auto = False
+    if fb is None and not getattr(args, "no_framebuffer", False):
+        fb = framebuffer_from_map(mmap)
+        auto = fb is not None
+    return CheckOptions(ram=ram, framebuffer=fb, framebuffer_auto=auto,
                         kernel_base=getattr(args, "kernel_base", None),
                         lower_half=getattr(args, "lower_half", True))
 
@@ -288,7 +355,7 @@ def p2v_report(target: Target, args: argparse.Namespace, pa: int, *,
 
 
 def run(args: argparse.Namespace) -> int:
-    target = open_target(args)
+    target = open_target(args, cr8=False)
     try:
         rep = pt_report(target, args)
     finally:

@@ -64,9 +64,12 @@ def run(args: argparse.Namespace) -> int:
     from kdiag.errors import UsageError
     from kdiag.render.triage import to_json, to_text
     from kdiag.triage.engine import triage_path, triage_state
-    from kdiag.triage.location import KernelImage, parse_elf_spec
 
-    image = KernelImage([parse_elf_spec(e) for e in args.elf]) if args.elf else None
+    image = None
+    if args.elf:  # pyelftools and capstone only when needed (a 1 GiB log costs less)
+        from kdiag.triage.location import KernelImage, parse_elf_spec
+
+        image = KernelImage([parse_elf_spec(e) for e in args.elf])
     target = open_target(args) if (args.core or args.qmp) else None
     if args.log is None and target is None:
         raise UsageError("give a LOG file, --core DUMP or --qmp SOCKET (see kdiag triage --help)")

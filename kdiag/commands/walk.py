@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    target = open_target(args)
+    target = open_target(args, cr8=False)
     try:
         rep = walk_report(target, args, list(args.va))
     finally:

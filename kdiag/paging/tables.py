@@ -48,8 +48,10 @@ class TableCache:
     """Raw 4 KiB pages of paging structures, keyed by their page-aligned physical address."""
 
     def __init__(self, target: Target, *, max_pages: int = DEFAULT_MAX_TABLES,
-                 gap: int | None = None, bulk_max: int | None = None) -> None:
+                 gap: int | None = None, bulk_max: int | None = None,
+                 whole_pages: bool = True) -> None:
         self.target = target
+        self.whole_pages = whole_pages  # entry(): read the whole page (and keep it) on a miss
         self.max_pages = max_pages
         self._gap_fixed = gap is not None
         self.gap = gap or 0
@@ -175,12 +177,19 @@ class TableCache:
         return self.bad.get(pa & PAGE_MASK, "")
 
     def entry(self, pa: int, size: int) -> int:
-        """One little-endian entry of ``size`` bytes; cached page if present, else a small read.
+        """One little-endian entry of ``size`` bytes from its cached page; on a miss the page
+        is read whole and kept (``whole_pages``), or just the entry (a one-off translation).
 
         Raises ``MemoryReadError`` when it cannot be read.
         """
         base = pa & PAGE_MASK
         page = self._pages.get(base)
+        if page is None and self.whole_pages and base not in self.bad:
+            try:  # memoised per table page: the next walk through this table reads nothing
+                self.prefetch((base,))
+            except TableLimitReached:
+                pass
+            page = self._pages.get(base)
         if page is not None:
             off = pa - base
             return int.from_bytes(page[off:off + size], "little")

@@ -148,7 +148,8 @@ def walk(target: Target, va: int, config: PagingConfig, *,
         return Walk(va, config, (), None, stop=StopReason.NON_CANONICAL,
                     detail=f"{va:#x} is not canonical for {mode.value} paging "
                            f"(bits 63:{params.va_bits - 1} must be equal); access raises #GP")
-    reader = cache if cache is not None else TableCache(target)
+    # no shared cache: a one-off translation reads one entry per level, nothing more
+    reader = cache if cache is not None else TableCache(target, whole_pages=False)
     masks = params.masks
     table = config.top
     path: list[int] = []

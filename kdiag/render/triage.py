@@ -3,19 +3,23 @@
 ``to_text``: the verdict first, then the chain, the location, the ranked causes with their
 evidence and advice, the decisive registers and notes. ``to_json``: the DESIGN.md schema
 (``outcome``, ``cpu``, ``mode``, ``trigger``, ``chain``, ``first_fault``, ``registers``,
-``location``, ``causes``, ``resets_before``, ``notes``) plus ``verdict``, ``log`` and
-``resets_before_exact``. Addresses and register values are hex strings.
+``location``, ``causes``, ``resets_before``, ``notes``) plus ``verdict``, ``log``,
+``resets_before_exact`` and ``memory`` (live or core triage: the page walks of RIP/RSP/CR2, the
+IDT gates, GDT entries and TSS stacks read, each with ``ok`` and, when wrong, the ``entry``). Addresses and register values are hex strings.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kdiag.qemulog.records import LogPos
 from kdiag.triage.chain import ChainEvent
 from kdiag.triage.model import Cause, Diagnosis, Evidence, Location
 from kdiag.x86.exceptions import decode_error_code
 from kdiag.x86.state import CpuState, SegmentCache
+
+if TYPE_CHECKING:
+    from kdiag.triage.memory import MemCheck
 
 __all__ = ["to_json", "to_text"]
 
@@ -118,6 +122,11 @@ def _cause_json(c: Cause) -> dict[str, Any]:
             "role": c.role, "rule": c.rule}
 
 
+def _memcheck_json(m: MemCheck) -> dict[str, Any]:
+    return {"kind": m.kind, "name": m.name, "address": _h(m.address), "ok": m.ok,
+            "text": m.text, "entry": m.entry, "stop": m.stop, "level": m.level}
+
+
 def to_json(diag: Diagnosis) -> dict[str, Any]:
     lm = _long_mode(diag)
     ch = diag.chain
@@ -157,6 +166,7 @@ def to_json(diag: Diagnosis) -> dict[str, Any]:
         "resets_before": diag.resets_before,
         "resets_before_exact": diag.resets_before_exact,
         "notes": list(diag.notes),
+        "memory": [_memcheck_json(m) for m in diag.memory],
         "log": {"path": diag.log_path, "size": diag.log_size,
                 "scanned_bytes": diag.scanned_bytes} if diag.log_path is not None else None,
     }
@@ -299,6 +309,11 @@ def to_text(diag: Diagnosis, registers: bool = True) -> str:
                 out += _wrap(f"- {src}{e.text}", "     ", cont="       ")
             if c.advice:
                 out += _wrap(f"advice: {c.advice}", "     ")
+    if diag.memory:
+        out.append("")
+        out.append("Memory (read from the machine):")
+        for m in diag.memory:
+            out += _wrap(f"{'ok ' if m.ok else 'BAD'} {m.text}", "  ", cont="      ")
     if registers and diag.registers is not None:
         out.append("")
         src = {"first-fault": "at the first fault", "chain": "from the chain",

@@ -26,8 +26,9 @@ id                             meaning
                                (CR2 just below RSP), RSP zero/non-canonical/unmapped, #SS
 ``paging-setup``               the page tables themselves are wrong: a CR3 load left the running
                                code/IDT/stack unmapped, inconsistent CR0/CR4/EFER (LME without PAE)
-``code-unmapped``              an instruction fetch from a non-present page (CR2 == RIP); right
-                               after a CR3 load, ``paging-setup`` names the tables as the cause
+``code-unmapped``              an instruction fetch from a non-present page (CR2 == RIP, or live:
+                               the walk of RIP stops at a non-present entry, which is named); right
+                               after a CR3 load ``paging-setup`` follows it, naming the tables
 ``data-unmapped``              a data read/write to a non-present page
 ``null-pointer``               an access (or a call) within the first page (CR2 < 0x1000)
 ``nx-violation``               an instruction fetch from a page marked execute-disable

@@ -46,6 +46,7 @@ from kdiag.x86.state import CpuState
 if TYPE_CHECKING:
     from kdiag.target.base import Target
     from kdiag.triage.location import KernelImage
+    from kdiag.triage.memory import MemCheck
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,7 @@ def triage_state(state: CpuState, target: Target | None = None,
         chain = FatalChain(outcome=outcome)
         if outcome == "triple-fault":
             chain.events = [ChainEvent("triple-fault")]
+        chain.cpu = state.cpu_index
     return diagnose(chain, image=image, target=target, live_state=state)
 
 
@@ -202,10 +204,38 @@ def diagnose(chain: FatalChain, image: KernelImage | None = None, target: Target
     facts = Facts(chain=chain, state=state, state_pos=pos, dump=chain.decisive, final=final,
                   final_pos=fpos, target=target, image=image, location=diag.location,
                   live=live_state is not None)
+    if target is not None and (final or state) is not None:
+        diag.memory = _inspect(target, final or state, chain)  # type: ignore[arg-type]
+        facts.extra["memory"] = diag.memory
     diag.causes = rank(run_rules(facts)) if chain.fatal else []
     diag.notes = list(chain.notes) + _notes(chain, diag)
     diag.verdict = _verdict(diag)
     return diag
+
+
+def _inspect(target: Target, st: CpuState, chain: FatalChain) -> list[MemCheck]:
+    """The memory checks for ``st``: the gates of the chain's vectors (from a log), else of
+    #DF (a triple fault is a failed #DF delivery) and the likely first fault (#PF when CR2 is
+    set, else #GP)."""
+    vecs: list[int] = []
+    from_cpl = None
+    software = False
+    if chain.trigger is not None and chain.trigger.vector is not None:
+        vecs.append(chain.trigger.vector)
+        from_cpl = chain.trigger.cpl
+        software = chain.trigger.kind == "int"
+    vecs += [e.vector for e in chain.events if e.vector is not None]
+    if not vecs:
+        vecs = [14 if st.cr2 else 13]
+    if chain.outcome == "triple-fault":
+        vecs.append(8)
+    from kdiag.triage.memory import inspect_state  # x86 table decoders: only with memory
+
+    try:
+        return inspect_state(target, st, tuple(dict.fromkeys(vecs)), from_cpl, software)
+    except Exception as err:  # noqa: BLE001 - memory checks are a bonus, never fatal
+        log.warning("memory checks failed: %s", err)
+        return []
 
 
 def _notes(chain: FatalChain, diag: Diagnosis) -> list[str]:
@@ -244,8 +274,10 @@ def _notes(chain: FatalChain, diag: Diagnosis) -> list[str]:
         notes.append(f"{chain.records_after} records follow the {chain.outcome} (the guest "
                      "rebooted and ran on)")
     if diag.first_fault_ip_inferred and diag.first_fault_ip is not None:
-        notes.append(f"first_fault.ip {diag.first_fault_ip:#x} is the RIP of the register dump "
-                     "(the faulting instruction when delivery failed)")
+        src = "the live RIP" if diag.registers_source == "live" else \
+            "the RIP of the register dump"
+        notes.append(f"first_fault.ip {diag.first_fault_ip:#x} is {src} (the faulting "
+                     "instruction when delivery failed)")
     return notes
 
 
@@ -287,8 +319,10 @@ def _verdict(diag: Diagnosis) -> str:
         if ip is None:
             return f"{what}, but the log holds no fault state (no -d int records, no register " \
                    "dump after it)"
-        return f"{what} with RIP {hx(ip)}{where} (no -d int records: judged from the register " \
-               f"dump){likely}"
+        how = ("no log: judged from the live machine state and its memory"
+               if diag.registers_source == "live" else
+               "no -d int records: judged from the register dump")
+        return f"{what} with RIP {hx(ip)}{where} ({how}){likely}"
     desc = ff.mnemonic
     if ff.vector == 14 and ff.error_code is not None and ff.cr2 is not None:
         desc += f" ({decode_page_fault_error(ff.error_code).describe()}, CR2={ff.cr2:#x})"

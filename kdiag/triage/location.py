@@ -264,6 +264,14 @@ def _source(file: str | None, line: int | None, elf_path: str,
     here = Path(elf_path).parent
     rel = Path(file) if not os.path.isabs(file) else Path(Path(file).name)
     candidates += [here / rel, here.parent / rel]  # the tree moved: look beside the ELF
+    if not os.path.isabs(file):
+        # a relative name (STABS `kern/init.c`, DWARF without comp_dir): the build ran in a
+        # sibling source directory (kernel/build/x.elf, kernel/i386/kern/init.c)
+        for top in (here.parent, here):
+            try:
+                candidates += sorted(d / rel for d in top.iterdir() if d.is_dir())
+            except OSError:
+                continue
     for p in candidates:
         try:
             if p.is_file() and p.stat().st_size < 8 << 20:

@@ -6,10 +6,14 @@ Cause ids are a fixed vocabulary; see :mod:`kdiag.triage.causes` for the list an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from kdiag.qemulog.records import LogPos
 from kdiag.triage.chain import ChainEvent, FatalChain
 from kdiag.x86.state import CpuState
+
+if TYPE_CHECKING:
+    from kdiag.triage.memory import MemCheck
 
 __all__ = ["Cause", "Diagnosis", "Evidence", "Location"]
 
@@ -85,6 +89,7 @@ class Diagnosis:
     log_path: str | None = None
     log_size: int | None = None
     scanned_bytes: int | None = None
+    memory: list[MemCheck] = field(default_factory=list)  # live/core: what memory showed
 
     @property
     def cpu(self) -> int | None:

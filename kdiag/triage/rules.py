@@ -12,6 +12,7 @@ References: Intel SDM Vol. 3A 6.12-6.15 (exception delivery, error codes, #DF/#T
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from kdiag.triage.causes import CAUSE_IDS
 from kdiag.triage.chain import ChainEvent
@@ -33,6 +34,9 @@ from kdiag.triage.facts import (
 )
 from kdiag.triage.model import Cause, Evidence
 from kdiag.x86.exceptions import PageFaultCode, SelectorErrorCode, mnemonic
+
+if TYPE_CHECKING:
+    from kdiag.triage.memory import MemCheck
 
 Rule = Callable[[Facts], list[Cause]]
 RULES: list[Rule] = []
@@ -586,7 +590,8 @@ def paging_consistency(f: Facts) -> list[Cause]:
                 "with `kdiag pt` and compare against the kernel's load addresses."))
     # CR2 inside the IDT or GDT at the end of the chain (gate/descriptor read faulted)
     fin = f.final
-    if fin is not None and fin.paging and f.chain.outcome == "triple-fault":
+    if fin is not None and fin.paging and f.chain.outcome == "triple-fault" and \
+            not _memory_checks(f):  # with memory, live_memory names the IDT/GDT entries
         fcr2 = fin.cr2
         for nm, tr in (("IDT", fin.idtr), ("GDT", fin.gdtr)):
             if tr is None or tr.limit == 0 or not tr.base <= fcr2 <= tr.base + tr.limit:
@@ -883,13 +888,53 @@ def reset_dump_only(f: Facts) -> list[Cause]:
             "null-pointer", 0.5, f"CR2={cr2:#x}: the last page fault hit the first page",
             [f.ev_dump(f"CR2={cr2:#x}", final=True)],
             "A null-pointer access; CR2 can be stale, so confirm with -d int."))
-    elif st.paging and cr2 and st.cpl == 0:
+    elif st.paging and cr2 and st.cpl == 0 and not any(
+            t is not None and t.limit and t.base <= cr2 <= t.base + t.limit
+            for t in (st.idtr, st.gdtr)) and not (  # CR2 in the IDT/GDT: paging_consistency
+            st.rsp - 0x100 <= cr2 <= st.rsp + 0x10):  # CR2 at RSP: the stack rule says so
         out.append(_cause(
             "data-unmapped", 0.35,
             f"CR2={cr2:#x}: the last page fault (maybe the first fault) was at this address",
             [f.ev_dump(f"CR2={cr2:#x} RIP={rip:#x}", final=True)],
             "CR2 holds the address of the last #PF; with -d int the log shows whether it "
             "started the chain."))
+    loc = f.location
+    if loc is not None and st.paging and not f.live and loc.address == rip:
+        # the dump's RIP is the faulting instruction when delivery failed: judge it with the ELF
+        in_tables = [nm for nm, t in (("IDT", st.idtr), ("GDT", st.gdtr))
+                     if t is not None and t.limit and t.base <= cr2 <= t.base + t.limit]
+        prev = loc.previous[-1].split(": ", 1)[-1] if loc.previous else ""
+        if "cr3" in prev and (cr2 == rip or in_tables):
+            ev = [Evidence(f"the instruction before RIP is `{prev}`", None, "elf"),
+                  f.ev_dump(f"RIP={rip:#x} CR2={cr2:#x}", final=True)]
+            if in_tables:
+                ev.append(f.ev_dump(f"CR2={cr2:#x} lies in the {in_tables[0]}: the CPU could not "
+                                    f"read the {in_tables[0]} either", final=True))
+            out.append(_cause(
+                "code-unmapped", 0.8,
+                f"RIP {rip:#x} is the instruction right after `{prev}`: the new page tables do "
+                "not map the running code" + (f" (nor the {in_tables[0]})" if in_tables else ""),
+                ev, "The new page tables must map the code doing the switch (identity map it, "
+                "or jump to the higher half first), the stack, the IDT/GDT and the TSS."))
+        for addr in loc.mem_addresses:
+            ev = [Evidence(f"the instruction at RIP is `{loc.instruction}`, its memory operand "
+                           f"{addr:#x} (from the dump's registers)", None, "elf"),
+                  f.ev_dump(f"CR2={cr2:#x}", final=True)]
+            if f.long_mode and not is_canonical(addr, f.la57):
+                out.append(_cause(
+                    "non-canonical-address", 0.75,
+                    f"`{loc.instruction}` at RIP accesses {addr:#x}, which is not canonical",
+                    ev[:1], "Find where the pointer came from (uninitialised, corrupted, a "
+                    "physical address without the physmap offset)."))
+                break
+            if addr < 0x1000:
+                out.append(_cause(
+                    "null-pointer", 0.8 if cr2 == addr else 0.6,
+                    f"`{loc.instruction}` at RIP dereferences {addr:#x} (a NULL pointer)"
+                    + (": CR2 holds that address, the last page fault" if cr2 == addr else ""),
+                    ev, "Check the pointer before use; where did it come from (an argument in "
+                    "the wrong register, an unset field)?"))
+                break
     if st.cpl == 3:
         tr = st.tr
         out.append(_cause(
@@ -911,57 +956,134 @@ def reset_dump_only(f: Facts) -> list[Cause]:
 # memory-backed (live Target: gdb, QMP, core dump)
 
 
+def _memory_checks(f: Facts) -> list[MemCheck]:
+    checks = f.extra.get("memory")
+    return checks if isinstance(checks, list) else []
+
+
+def _check(f: Facts, name: str) -> MemCheck | None:
+    return next((c for c in _memory_checks(f) if c.name == name), None)
+
+
 @rule
 def live_memory(f: Facts) -> list[Cause]:
-    """Walk the guest's own tables for what the registers point at: RIP, RSP, the IDT/GDT,
-    the exception gates (0-31, #DF's IST) and, from ring 3, TSS.RSP0."""
-    st = f.final if f.live else f.state
+    """Judge what the memory checks (:func:`kdiag.triage.memory.inspect_state`) found: the page
+    walks of RIP, RSP and CR2 (naming the entry that stops them), the exception gates (0-31,
+    #DF's IST) and, from ring 3, TSS.RSP0; and the memory operand of the instruction at RIP."""
+    st = f.final if f.live else (f.final or f.state)
     if f.target is None or st is None or not st.cr0 & CR0_PE:
         return []
-    from kdiag.triage.memory import gate_problems, read_gate, read_tss, translate_va
+    from kdiag.triage.memory import (
+        gate_problems,
+        instruction_at,
+        read_gate,
+        read_tss,
+        translate_va,
+        walk_check,
+    )
 
     out: list[Cause] = []
     tgt = f.target
     mask = (1 << 64) - 1 if f.long_mode else 0xFFFFFFFF
-    unmapped: dict[str, str] = {}
-    for what, va in (("RIP", st.rip), ("RSP", (st.rsp - 8) & mask),
-                     ("IDT", st.idtr.base if st.idtr and st.idtr.limit else None),
-                     ("GDT", st.gdtr.base if st.gdtr and st.gdtr.limit else None)):
-        if va is None or not st.paging:
-            continue
-        pa, why = translate_va(tgt, st, va)
-        if pa is None:
-            unmapped[what] = f"{what} {va:#x} does not translate: {why}"
-    if "RIP" in unmapped and ("IDT" in unmapped or "RSP" in unmapped):
+    rip_c, rsp_c = _check(f, "RIP"), _check(f, "RSP-8")
+    idt_unmapped = ""
+    if st.idtr is not None and st.idtr.limit and st.paging:
+        wc_idt = walk_check(tgt, st, st.idtr.base, "the IDT base")
+        if not wc_idt.ok and wc_idt.stop != "rights":
+            idt_unmapped = wc_idt.text
+    loc = f.location
+    after_cr3 = loc is not None and bool(loc.previous) and "cr3" in loc.previous[-1]
+    if rip_c is not None and not rip_c.ok and rip_c.stop != "rights":
+        evid = [Evidence(rip_c.text, None, "memory")]
+        if after_cr3 and loc is not None:
+            evid.append(Evidence(f"the instruction before RIP is `{loc.previous[-1]}`: the CR3 "
+                                 "load switched to tables without the running code", None, "elf"))
         out.append(_cause(
-            "paging-setup", 0.85,
-            "the current page tables (CR3=" f"{st.cr3:#x}) map neither the running code nor "
-            + ("the IDT" if "IDT" in unmapped else "the stack"),
-            [Evidence(t, None, "memory") for t in unmapped.values()],
-            "The page tables in CR3 do not map the kernel: check the CR3 value loaded last and "
-            "that the new tables map code, stack, IDT, GDT and TSS."))
-    else:
-        if "RIP" in unmapped:
-            out.append(_cause("code-unmapped", 0.8, f"RIP {st.rip:#x} is not mapped",
-                              [Evidence(unmapped["RIP"], None, "memory")],
-                              "A jump/return to an unmapped address, or code the page tables "
-                              "do not cover."))
-        if "RSP" in unmapped:
-            out.append(_cause("stack-invalid", 0.8, f"the stack at RSP={st.rsp:#x} is not mapped",
-                              [Evidence(unmapped["RSP"], None, "memory")],
-                              "Stack overflow into a guard page, or RSP was never set up."))
-        for nm in ("IDT", "GDT"):
-            if nm in unmapped:
-                out.append(_cause("paging-setup", 0.8, f"the {nm} is not mapped",
-                                  [Evidence(unmapped[nm], None, "memory")],
-                                  f"Map the {nm} in the kernel half of every page table."))
+            "code-unmapped", 0.9,
+            f"RIP {st.rip:#x} is not mapped: {rip_c.entry or 'the walk'} "
+            f"{'is not present' if rip_c.stop == 'not-present' else 'stops the walk'}, so the "
+            "instruction cannot be fetched", evid,
+            "The code at RIP is not in the current page tables: after a CR3 load the new tables "
+            "must map the code doing the switch (and the stack, IDT, GDT, TSS); otherwise a "
+            "jump/return went to an unmapped address."))
+        if (rsp_c is not None and not rsp_c.ok) or idt_unmapped:
+            what = " and ".join(x for x in ("the stack" if rsp_c is not None and not rsp_c.ok
+                                            else "", "the IDT" if idt_unmapped else "") if x)
+            ev2 = [Evidence(rip_c.text, None, "memory")]
+            if rsp_c is not None and not rsp_c.ok:
+                ev2.append(Evidence(rsp_c.text, None, "memory"))
+            if idt_unmapped:
+                ev2.append(Evidence(idt_unmapped, None, "memory"))
+            out.append(_cause(
+                "paging-setup", 0.85,
+                f"the page tables in CR3={st.cr3:#x} map neither the running code nor {what}: "
+                "nothing could handle the fault, hence the triple fault", ev2,
+                "The page tables in CR3 do not map the kernel: check the CR3 value loaded last "
+                "and that the new tables map code, stack, IDT, GDT and TSS (`kd pt`).",
+                role="escalation"))
+    elif rip_c is not None and not rip_c.ok:  # mapped, but the rights refuse the fetch
+        ev = [Evidence(rip_c.text, None, "memory")]
+        if "execute-disable" in rip_c.text:
+            out.append(_cause("nx-violation", 0.9, f"RIP {st.rip:#x} is in an execute-disable "
+                              f"page ({rip_c.entry})", ev,
+                              "Clear XD on the pages holding code."))
+        if "supervisor-only" in rip_c.text:
+            out.append(_cause("user-supervisor-violation", 0.9,
+                              f"ring-3 RIP {st.rip:#x} is in a supervisor-only page "
+                              f"({rip_c.entry} has U/S=0)", ev,
+                              "Set U/S=1 on every level for pages user code runs from."))
+    if rsp_c is not None and not rsp_c.ok and not out:
+        out.append(_cause(
+            "stack-invalid", 0.85,
+            f"the stack at RSP={st.rsp:#x} is not usable: "
+            f"{rsp_c.entry or 'the walk'} stops the next push", [Evidence(rsp_c.text, None,
+                                                                           "memory")],
+            "Stack overflow into a guard page, or RSP was never set up: make the stack bigger "
+            "and give #DF an IST stack so an overflow reaches a handler."))
+    # the memory operand of the faulting instruction (live registers are exact at RIP)
+    if rip_c is not None and rip_c.ok and f.live:
+        text, mems = instruction_at(tgt, st)
+        for addr in mems:
+            if f.long_mode and not is_canonical(addr, f.la57):
+                out.append(_cause(
+                    "non-canonical-address", 0.85,
+                    f"`{text}` at RIP accesses {addr:#x}, which is not canonical",
+                    [Evidence(f"the instruction at RIP {st.rip:#x} (read from memory) is "
+                              f"`{text}`; its operand is {addr:#x}", None, "memory")],
+                    "Find where the pointer came from (uninitialised, corrupted, a physical "
+                    "address without the physmap offset)."))
+                break
+            wc = walk_check(tgt, st, addr, "the operand")
+            if wc.ok:
+                continue
+            ev = [Evidence(f"the instruction at RIP {st.rip:#x} (read from memory) is "
+                           f"`{text}`", None, "memory"), Evidence(wc.text, None, "memory")]
+            if addr < 0x1000:
+                out.append(_cause("null-pointer", 0.85,
+                                  f"`{text}` dereferences {addr:#x}, in the first page (a NULL "
+                                  "pointer)", ev,
+                                  "Check the pointer before use; where did it come from (an "
+                                  "argument in the wrong register, an unset field)?"))
+            elif not (st.rsp - 0x100 <= addr <= st.rsp + 0x100):
+                out.append(_cause("data-unmapped", 0.75,
+                                  f"`{text}` accesses {addr:#x}, which is not mapped "
+                                  f"({wc.entry})", ev,
+                                  "Map the page before touching it, or find where the bad "
+                                  "pointer came from."))
+            break
     # exception gates
-    if st.idtr is not None and st.idtr.limit:
+    if st.idtr is not None and st.idtr.limit and idt_unmapped and not any(
+            c.id == "paging-setup" for c in out):
+        out.append(_cause(
+            "paging-setup", 0.8, f"the IDT at {st.idtr.base:#x} is not mapped: no exception "
+            "can be delivered", [Evidence(idt_unmapped, None, "memory")],
+            "Map the IDT in the kernel half of every page table.", role="escalation"))
+    elif st.idtr is not None and st.idtr.limit and not idt_unmapped:
         bad: list[str] = []
         df_ist = 0
         for vec in range(32):
-            if vec in (2, 9, 15) or 22 <= vec <= 31:
-                continue  # NMI, reserved vectors: often left empty on purpose
+            if vec in (2, 9, 15) or 20 <= vec <= 31:
+                continue  # NMI, reserved, #VE (EPT) and #CP (CET): often left empty on purpose
             gr = read_gate(tgt, st, vec)
             if gr.gate is None:
                 bad.append(f"{_vec(vec)}: {gr.problem}")
@@ -977,11 +1099,11 @@ def live_memory(f: Facts) -> list[Cause]:
                 f"{len(bad)} exception gate{'s' if len(bad) != 1 else ''} unusable"
                 + (" (including #DF)" if any("#DF" in b for b in bad) else ""),
                 [Evidence(b, None, "memory") for b in bad[:8]],
-                "Fill IDT entries 0-21 with present interrupt gates to mapped handlers in the "
+                "Fill IDT entries 0-19 with present interrupt gates to mapped handlers in the "
                 "kernel code segment; #DF above all.", role="escalation"))
         if df_ist and f.long_mode:
             tss, why = read_tss(tgt, st)
-            if isinstance(tss, object) and tss is not None and hasattr(tss, "ist_entry"):
+            if tss is not None and hasattr(tss, "ist_entry"):
                 ist = tss.ist_entry(df_ist)  # type: ignore[union-attr]
                 pa, why2 = translate_va(tgt, st, (ist - 8) & mask) if ist else (None, "IST is 0")
                 if pa is None:

@@ -113,3 +113,43 @@ def skipped_slots(d: Dump) -> list[tuple[int, int]]:
     """Linear ranges behind recursive/looping entries (QEMU walks them, kdiag does not)."""
     return [(i.va, i.end) for i in d.issues
             if i.kind.value in ("recursive-self-map", "table-loop")]
+
+
+class RawHmp:
+    """A plain HMP monitor socket (QEMU ``-monitor unix:PATH,server=on,wait=off``).
+
+    ``info tlb`` of a large address space (one ~45-byte line per 4 KiB page: ~11 MB for the
+    pt-stress scenario) exceeds what the QMP client accepts in one message; the raw monitor has
+    no such limit. Output is everything up to the next ``(qemu)`` prompt, echo stripped."""
+
+    def __init__(self, path: Path, timeout: float = 120.0) -> None:
+        import socket
+
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(str(path))
+        self._until_prompt()
+
+    def _until_prompt(self) -> bytes:
+        buf = bytearray()
+        while not buf.endswith(b"(qemu) "):
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise EOFError("HMP socket closed")
+            buf += chunk
+        return bytes(buf[:-len(b"(qemu) ")])
+
+    def cmd(self, line: str) -> str:
+        self.sock.sendall(line.encode() + b"\n")
+        text = self._until_prompt().decode(errors="replace").replace("\r", "")
+        first, _, rest = text.partition("\n")  # the monitor echoes the command line
+        return rest if line in first else text
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RawHmp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -113,8 +113,11 @@ def test_lower_half_identity_map_left_over() -> None:
 def test_framebuffer_not_wc_and_unmapped() -> None:
     b = healthy()
     fb = CheckOptions(ram=RAM, framebuffer=(0x80000000, 0x400000))
-    a = kinds(b, fb)[AnomalyKind.FRAMEBUFFER_NOT_WC]  # default PAT: PA4 = WB
+    a = kinds(b, fb, pat=0x0007040600070406)[AnomalyKind.FRAMEBUFFER_NOT_WC]  # PA4 = WB
     assert a.regions[0].note == "WB" and a.regions[0].pa == 0x80000000
+    assert a.severity is Severity.WARNING
+    a = kinds(b, fb)[AnomalyKind.FRAMEBUFFER_NOT_WC]  # the same PAT, only assumed: said, no alarm
+    assert a.severity is Severity.INFO and "ASSUMED" in a.summary
     unmapped = CheckOptions(ram=RAM, framebuffer=(0xC0000000, 0x1000))
     assert AnomalyKind.FRAMEBUFFER_UNMAPPED in kinds(b, unmapped, pat=WC_PAT)
 
@@ -189,3 +192,39 @@ def test_cache_isolates_unreadable_pages() -> None:
         assert err.addr == 0x105008
     else:  # pragma: no cover
         raise AssertionError("expected MemoryReadError")
+
+
+def test_framebuffer_found_in_the_memory_map_is_checked_where_mapped() -> None:
+    from argparse import Namespace
+
+    from kdiag.commands.pt import check_options_from_args, framebuffer_from_map
+    from qmp_tools.target import MemRange
+
+    mmap = [MemRange(0, 0x9FFFF, "ram", "pc.ram"),
+            MemRange(0xA0000, 0xAFFFF, "ram", "vga.vram"),  # the legacy window: not it
+            MemRange(0x100000, 0xFFFFFFF, "ram", "pc.ram @0000000000100000"),
+            MemRange(0x80000000, 0x80FFFFFF, "ram", "vga.vram"),
+            MemRange(0xFEE00000, 0xFEEFFFFF, "i/o", "apic-msi")]
+    assert framebuffer_from_map(mmap) == (0x80000000, 16 << 20)
+    b = healthy()
+    b.target.memory_map = lambda: mmap  # type: ignore[attr-defined]
+    args = Namespace(ram=None, ram_size=None, framebuffer=None, kernel_base=None,
+                     lower_half=True)
+    opts = check_options_from_args(b.target, args)
+    assert opts.framebuffer == (0x80000000, 16 << 20) and opts.framebuffer_auto
+    assert opts.ram == ((0, 0xA0000), (0xA0000, 0xB0000), (0x100000, 0x10000000),
+                        (0x80000000, 0x81000000))
+    assert AnomalyKind.FRAMEBUFFER_NOT_WC in kinds(b, opts)  # default PAT: PA4 = WB
+    assert kinds(b, opts, pat=WC_PAT) == {}
+    unmapped = CheckOptions(ram=RAM, framebuffer=(0xC0000000, 0x1000), framebuffer_auto=True)
+    assert AnomalyKind.FRAMEBUFFER_UNMAPPED not in kinds(b, unmapped, pat=WC_PAT)
+
+
+def test_memtype_conflict_among_many_aliases_is_fast_and_counted_once() -> None:
+    b = Builder(PagingMode.LEVEL4)
+    b.map(0xFFFF800000000000, 0, 1 << 30, flags=P | RW | XD, upper=P | RW)
+    for i in range(2048):  # 2048 UC aliases of 16 frames: one conflicting physical range
+        b.map(K + i * 0x1000, 0x100000 + (i % 16) * 0x1000, flags=P | XD | PCD | PWT,
+              upper=P | RW)
+    a = kinds(b, pat=WC_PAT)[AnomalyKind.MEMTYPE_CONFLICT]
+    assert a.total == 1 and [(r.pa, r.size) for r in a.regions] == [(0x100000, 0x10000)]

@@ -290,3 +290,30 @@ def test_reverse_lookup_finds_every_alias() -> None:
                                         ("4096..8192", (4096, 8192))])
 def test_parse_va_range(text: str, rng: tuple[int, int]) -> None:
     assert parse_va_range(text) == rng
+
+
+def test_consecutive_page_tables_are_split_into_runs_together() -> None:
+    """PTs under consecutive PD entries map one linear range: contiguity and attributes are
+    followed across their boundaries; a bad entry in one of them is still reported."""
+    b = Builder(PagingMode.LEVEL4)
+    b.map_range(0x40000000, 0x1000000, 4 << 20, flags=P | RW | XD)  # 2 PTs, one PA run
+    b.map_range(0x40400000, 0x3000000, 4 << 20, flags=P | RW | XD)  # 2 more, PA jumps
+    d = dump(b.target, cfg_of(b))
+    assert [(m.va, m.size, m.pa, m.pages) for m in d.mappings] == [
+        (0x40000000, 8 << 20, None, 2048)]
+    assert d.stats.visits == 3 + 4 and d.stats.tables == 3 + 4
+    seg = dump(b.target, cfg_of(b), collect_segments=True)  # the one-by-one path agrees
+    assert seg.mappings == d.mappings
+    assert [(s.va, s.pa) for s in seg.segments or ()] == [
+        (0x40000000, 0x1000000), (0x40200000, 0x1200000), (0x40400000, 0x3000000),
+        (0x40600000, 0x3200000)]
+    b2 = Builder(PagingMode.LEVEL4)
+    b2.map_range(0x40000000, 0x1000000, 8 << 20, flags=P | RW | XD)
+    (m,) = dump(b2.target, cfg_of(b2)).mappings
+    assert (m.pa, m.pages) == (0x1000000, 2048)  # contiguous across all four PTs
+    pt = b2.table_for(0x40600000, 3)
+    b2.set_entry(pt, 7, b2.read_entry(pt, 7) | 1 << 45)
+    d = dump(b2.target, cfg_of(b2, maxphyaddr=40))
+    assert [(i.kind, i.va) for i in d.issues] == [(IssueKind.RESERVED, 0x40607000)]
+    assert [(m.va, m.end) for m in d.mappings] == [(0x40000000, 0x40607000),
+                                                   (0x40608000, 0x40800000)]

@@ -294,3 +294,24 @@ def test_garbage_everywhere_is_bounded(mode: PagingMode, pse: bool) -> None:
     d = dump(b.target, config_from_state(b.state(cr3=tables[0])), limits=limits)
     assert d.stats.visits <= 2001 and d.stats.entries <= 200_000 + n
     assert len(d.mappings) <= 5000
+
+
+def test_cross_linked_garbage_with_the_default_limits_is_bounded() -> None:
+    """Eight tables whose every entry is present and points at another of them (a third with
+    PS): the hierarchy unfolds into millions of paths. The default caps stop it in seconds,
+    with the reason, and bound what is kept."""
+    import time
+
+    b = Builder(PagingMode.LEVEL4, ram_size=RAM, table_base=TABLE_BASE)
+    tables = [TABLE_BASE + k * 0x1000 for k in range(8)]
+    for k, t in enumerate(tables):
+        for i in range(512):
+            b.set_entry(t, i, tables[(k + 1 + i) % 8] | 0x7 | (0x80 if i % 3 == 0 else 0))
+    lim = DumpLimits()
+    t0 = time.perf_counter()
+    d = dump(b.target, config_from_state(b.state(cr3=tables[0])), collect_segments=True)
+    assert time.perf_counter() - t0 < 60  # ~2 s on an idle core
+    assert d.truncated is not None
+    assert d.stats.visits <= lim.max_visits + 1 and d.stats.entries <= lim.max_entries + 512
+    assert len(d.segments or ()) <= lim.max_segments and len(d.mappings) <= lim.max_mappings
+    assert len(d.issues) <= lim.max_issues

@@ -192,3 +192,16 @@ def test_walk_on_an_empty_fake() -> None:
     t = FakeTarget(CpuState(gpr={}, cr0=0x80000011, cr2=0, cr3=0x1000, cr4=0x20, efer=0x500))
     w = walk(t, 0x1000, resolve_config(t))
     assert w.stop is StopReason.NOT_PRESENT and w.stop_level.name == "PML4"  # type: ignore
+
+
+def test_walks_sharing_a_cache_read_each_table_page_once() -> None:
+    from kdiag.paging.tables import TableCache
+
+    b = Builder(PagingMode.LEVEL4)
+    b.map_range(0x10000, 0x30000, 0x3000)
+    cfg = config_from_state(b.state())
+    cache = TableCache(b.target)
+    b.target.phys_reads = 0
+    for va in (0x10000, 0x11000, 0x12008, 0x10010):
+        assert walk(b.target, va, cfg, cache=cache).ok
+    assert b.target.phys_reads == 4 and len(cache) == 4  # one read per table page, kept

@@ -173,3 +173,19 @@ def test_count_occurrences_across_blocks(monkeypatch: pytest.MonkeyPatch) -> Non
     data = b"xxTriple faultxxTriple fault"
     assert count_occurrences(io.BytesIO(data), b"Triple fault", 0, len(data)) == 2
     assert rfind_any(io.BytesIO(data), (b"Triple fault",), len(data)) == 16
+
+
+def test_i386_kernel_log_32bit_dumps_and_two_cpus() -> None:
+    """A real log of the bundled i386 kernel with -smp 2: 32-bit dumps, CPU Reset per CPU."""
+    recs = _records("i386-pagefault.smp2.log")
+    resets = [r for r in recs if isinstance(r, CpuReset)]
+    assert [r.cpu for r in resets] == [0, 1, 0, 1, 1]
+    assert resets[-1].power_on  # CPU 1's INIT: at the reset vector, not a fault state
+    ints = [r for r in recs if isinstance(r, Interrupt)]
+    pf = ints[0]
+    assert (pf.vector, pf.error_code, pf.cpl, pf.cs, pf.ip, pf.cr2) == (
+        0x0E, 2, 0, 0x08, 0xF0100230, 0xE0000000)
+    assert pf.dump is not None and pf.dump.width == 32 and pf.dump.complete
+    assert pf.dump.seg_types["cs"].startswith("CS32")
+    st = pf.dump.to_state()
+    assert st.rip == 0xF0100230 and st.cr2 == 0xE0000000 and not st.efer & (1 << 10)

@@ -17,7 +17,7 @@ from kdiag.triage.engine import triage_stream
 LOGS = Path(__file__).resolve().parent.parent / "golden" / "logs"
 SOURCES = [(LOGS / n).read_bytes() for n in (
     "lm64-idt0-pf.log", "lm64-user-rsp0.log", "pm32-ud-idt0.log", "lm64-timer-np.log",
-    "lm64-idt0-pf.reset-only-reboot.log")]
+    "lm64-idt0-pf.reset-only-reboot.log", "i386-pagefault.smp2.log")]
 # keep the interesting tail small so each example is fast
 TAILS = [s[-12000:] for s in SOURCES]
 

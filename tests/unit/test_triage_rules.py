@@ -6,6 +6,8 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hst
 
 from kdiag.qemulog.parser import from_path
 from kdiag.qemulog.regdump import parse_register_dump
@@ -53,6 +55,10 @@ EXPECTED = {
     "lm64-idt0-pf.reset-only-reboot.log": ("triple-fault", "idt-missing", set()),
     "pm32-idt0-pf.reset-only-reboot.log": ("triple-fault", "idt-missing", set()),
     "lm64-idt0-pf.reboot-loop.log": ("triple-fault", "data-unmapped", {"idt-missing"}),
+    # the bundled i386 (JOS-style, multiboot) kernel, -d int,cpu_reset, 32-bit dumps
+    "i386-pagefault.log": ("exception", "data-unmapped", set()),
+    "i386-user-pagefault.log": ("exception", "null-pointer", set()),
+    "i386-pagefault.smp2.log": ("exception", "data-unmapped", set()),  # -smp 2: CPU 1 INITed
 }
 
 
@@ -91,6 +97,42 @@ def test_causes_with_elf(name: str, elf: str, top: str, text: str | None) -> Non
         assert any("mov cr3, rax" in e.text for e in ps.evidence)
     if name == "lm64-idt0-ud.log":
         assert ud is not None and ud.confidence == 0.95 and "ud2" in ud.summary
+
+
+I386_ELF = ROOT / "kernel" / "build" / "kernel-i386.elf"
+
+
+@pytest.mark.parametrize("name,cpl,cr2,symbol,line,insn", [
+    ("i386-pagefault.log", 0, 0xE0000000, "fault_write", "kern/init.c", "mov dword ptr [eax], edx"),
+    ("i386-user-pagefault.log", 3, 0, "ulevel3", "kern/user.c", "mov dword ptr [0], eax"),
+])
+def test_i386_kernel_logs(name: str, cpl: int, cr2: int, symbol: str, line: str,
+                          insn: str) -> None:
+    """32-bit logs of the bundled i386 kernel (`kdiag run --kernel i386 --scenario ...`)."""
+    diag = triage_path(LOGS / name)
+    ff = diag.first_fault
+    assert ff is not None and ff.vector == 14 and ff.cpl == cpl and ff.cr2 == cr2
+    assert diag.registers is not None and diag.registers_width == 32
+    assert diag.mode == "protected"
+    if not I386_ELF.is_file():
+        pytest.skip("kernel/build/kernel-i386.elf not built (make kernel)")
+    diag = triage_path(LOGS / name, image=KernelImage([parse_elf_spec(str(I386_ELF))]))
+    loc = diag.location
+    assert loc is not None and loc.symbol == symbol and loc.mode_bits == 32
+    assert loc.file == line and loc.line and loc.instruction == insn, loc
+    # the STABS name is relative (kern/init.c): found in kernel/i386/, beside kernel/build/
+    assert any(n == loc.line for n, _ in loc.source), loc.source
+
+
+def test_two_cpu_log_says_records_may_mix() -> None:
+    """-smp 2 (the i386 kernel wakes CPU 1: INIT shows as a `CPU Reset (CPU 1)` to the reset
+    vector, not a fatal reset): the chain is the same, the CPU is not named, a note says why."""
+    one, two = triage_path(LOGS / "i386-pagefault.log"), triage_path(LOGS / "i386-pagefault.smp2.log")
+    assert two.outcome == one.outcome == "exception" and two.resets_before == 0
+    assert two.first_fault is not None and one.first_fault is not None
+    assert (two.first_fault.ip, two.first_fault.cr2) == (one.first_fault.ip, one.first_fault.cr2)
+    assert one.cpu == 0 and two.cpu is None
+    assert any("2 CPUs" in n and "may be mixed" in n for n in two.notes), two.notes
 
 
 def test_no_fault_state_note() -> None:
@@ -162,14 +204,23 @@ def test_live_missing_df_gate() -> None:
     assert any(e.source == "memory" and "all zero" in e.text for e in gate[0].evidence)
 
 
-def test_live_code_and_idt_unmapped_is_paging_setup() -> None:
+def test_live_code_and_idt_unmapped_is_code_unmapped_then_paging_setup() -> None:
+    """Like the kernel's cr3-unmapped-rip: the fetch at RIP is the first fault (as the offline
+    log triage says), the tables that also lack the IDT are why it escalated."""
     st = _long_state(gpr={"rip": 0x4000_0000})
     t = _target(st)
     st2 = dataclasses.replace(st, idtr=TableRegister(0x8000_0000, 0xFFF))
     t.set_state(st2)
     diag = triage_state(st2, target=t)
-    assert diag.causes[0].id == "paging-setup"
-    assert any("RIP 0x40000000" in e.text for e in diag.causes[0].evidence)
+    ids = [c.id for c in diag.causes]
+    assert ids[0] == "code-unmapped" and "paging-setup" in ids[1:3], ids
+    assert any("PDPT[0x1] at 0x2008 = 0x0 is not present while walking RIP 0x40000000" in e.text
+               for e in diag.causes[0].evidence), diag.causes[0].evidence
+    walks = {m.name: m for m in diag.memory if m.kind == "walk"}
+    assert not walks["RIP"].ok and walks["RIP"].entry == "PDPT[0x1]"
+    assert walks["RSP-8"].ok
+    gate = next(m for m in diag.memory if m.kind == "idt-gate")
+    assert not gate.ok and gate.entry == "PDPT[0x2]", gate
 
 
 def test_live_ring3_rsp0_zero() -> None:
@@ -185,6 +236,7 @@ def test_live_ring3_rsp0_zero() -> None:
 def test_live_healthy_state_has_no_memory_causes() -> None:
     st = _long_state()
     t = _target(st)
+    t.write_phys(st.rip, b"\xf4")  # hlt: no memory operand
     diag = triage_state(st, target=t)
     assert not [c for c in diag.causes if any(e.source == "memory" for e in c.evidence)]
 
@@ -209,3 +261,56 @@ def test_log_chain_plus_target_reads_the_gate() -> None:
     gate = diag.causes[0]
     assert gate.id == "idt-gate-invalid"
     assert any(e.source == "memory" and "not present" in e.text for e in gate.evidence)
+
+
+def test_live_instruction_operand_null_and_noncanonical() -> None:
+    """Live registers are exact at RIP: the operand of the instruction there is decoded from
+    memory and walked (abi-mismatch: `mov rdx, [rbx]` with RBX=0)."""
+    st = _long_state(gpr={"rbx": 0})
+    t = _target(st)
+    t.write_phys(st.rip, bytes.fromhex("488b13"))  # mov rdx, qword ptr [rbx]
+    pt = 0x4000  # the first 2 MiB in 4 KiB pages, page 0 left out
+    for i in range(1, 512):
+        t.write_u64(pt + 8 * i, (i << 12) | 3)
+    t.write_u64(PD, pt | 3)
+    st2 = st
+    diag = triage_state(st2, target=t)
+    assert diag.causes[0].id == "null-pointer", [c.id for c in diag.causes]
+    assert any("mov rdx, qword ptr [rbx]" in e.text for e in diag.causes[0].evidence)
+    assert any("PT[0x0] at 0x4000 = 0x0 is not present" in e.text
+               for e in diag.causes[0].evidence)
+    st3 = dataclasses.replace(st2, gpr={**st2.gpr, "rbx": 0x0000_8000_0000_0000})
+    t.set_state(st3)
+    diag = triage_state(st3, target=t)
+    assert diag.causes[0].id == "non-canonical-address", [c.id for c in diag.causes]
+
+
+def test_live_tables_outside_ram_and_looping_never_crash() -> None:
+    """CR3 beyond RAM, and a PML4 whose entries point back at itself: results, not errors."""
+    st = _long_state(cr3=0x7FFF_F000_0000)
+    t = _target(st)
+    t.set_state(st)
+    diag = triage_state(st, target=t)
+    rip = next(m for m in diag.memory if m.name == "RIP")
+    assert not rip.ok and rip.stop == "table-unreadable", rip
+    st2 = _long_state()
+    t2 = _target(st2)
+    for i in range(512):
+        t2.write_u64(PML4 + 8 * i, PML4 | 3)  # every entry: the PML4 itself
+    diag = triage_state(st2, target=t2)
+    assert diag.causes and all(m.text for m in diag.memory)
+
+
+@settings(max_examples=40, deadline=None)
+@given(entries=hst.lists(hst.tuples(hst.sampled_from([PML4, PDPT, PD]), hst.integers(0, 511),
+                                    hst.integers(0, 2**64 - 1)), min_size=1, max_size=24),
+       cr2=hst.integers(0, 2**64 - 1))
+def test_live_random_page_tables(entries: list[tuple[int, int, int]], cr2: int) -> None:
+    """Garbage entries in the PML4/PDPT/PD (and CR2): live triage returns a diagnosis with its
+    memory checks, never raises."""
+    s = _long_state(cr2=cr2)
+    t = _target(s)
+    for table, idx, val in entries:
+        t.write_u64(table + 8 * idx, val)
+    diag = triage_state(s, target=t)
+    assert diag.outcome == "triple-fault" and diag.memory
