@@ -7,8 +7,4 @@ The engine is pure Python and never imports ``gdb``. Layers (import direction, l
 
 from __future__ import annotations
 
-import logging
-
 __version__ = "0.1.0"
-
-logging.getLogger(__name__).addHandler(logging.NullHandler())

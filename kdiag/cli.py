@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import pkgutil
+import os
 import sys
 from types import ModuleType
 
@@ -19,10 +19,12 @@ from kdiag.errors import KdiagError
 
 
 def _command_names() -> list[str]:
-    """Command module names (each module's file name is its command name)."""
+    """Command module names (each module's file name is its command name). A directory listing,
+    not ``pkgutil``: importing pkgutil costs every start more than the listing."""
     import kdiag.commands as pkg
 
-    return sorted(i.name for i in pkgutil.iter_modules(pkg.__path__) if not i.name.startswith("_"))
+    return sorted({os.path.splitext(n)[0] for d in pkg.__path__ for n in os.listdir(d)
+                   if n.endswith(".py") and not n.startswith("_")})
 
 
 def _command_modules(only: str | None = None) -> list[ModuleType]:

@@ -18,10 +18,10 @@ about the speed of ``grep -c``).
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from kdiag._log import warning
 from kdiag.errors import InputError
 from kdiag.qemulog.records import (
     CheckException,
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
     from kdiag.triage.location import KernelImage
     from kdiag.triage.memory import MemCheck
 
-log = logging.getLogger(__name__)
 
 INITIAL_WINDOW = 256 << 10
 MAX_WINDOW = 32 << 20
@@ -200,7 +199,7 @@ def diagnose(chain: FatalChain, image: KernelImage | None = None, target: Target
         try:
             diag.location = image.locate(diag.first_fault_ip, state)
         except Exception as err:  # noqa: BLE001 - a location is a bonus, never fatal
-            log.warning("locating %#x failed: %s", diag.first_fault_ip, err)
+            warning(__name__, "locating %#x failed: %s", diag.first_fault_ip, err)
     facts = Facts(chain=chain, state=state, state_pos=pos, dump=chain.decisive, final=final,
                   final_pos=fpos, target=target, image=image, location=diag.location,
                   live=live_state is not None)
@@ -234,7 +233,7 @@ def _inspect(target: Target, st: CpuState, chain: FatalChain) -> list[MemCheck]:
     try:
         return inspect_state(target, st, tuple(dict.fromkeys(vecs)), from_cpl, software)
     except Exception as err:  # noqa: BLE001 - memory checks are a bonus, never fatal
-        log.warning("memory checks failed: %s", err)
+        warning(__name__, "memory checks failed: %s", err)
         return []
 
 

@@ -11,17 +11,15 @@ computed from the dump's registers, and a few source lines when the file is on d
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from kdiag._log import warning
 from kdiag.errors import InputError
 from kdiag.symbols.elffile import ElfFile
 from kdiag.triage.model import Location
 from kdiag.x86.state import CpuMode, CpuState
-
-log = logging.getLogger(__name__)
 
 PT_LOAD = 1
 MAX_INSN = 15
@@ -105,7 +103,7 @@ class KernelImage:
             except InputError:
                 raise
             except Exception as err:  # a bug in a decoder must not cost the whole triage
-                log.warning("symbolizer failed on %s: %s", s.path, err)
+                warning(__name__, "symbolizer failed on %s: %s", s.path, err)
 
     def __bool__(self) -> bool:
         return bool(self.images)
@@ -132,7 +130,7 @@ class KernelImage:
         try:
             loc = self.symbolizer.lookup(link + img.bias)
         except Exception as err:  # noqa: BLE001 - symbolization is best effort
-            log.warning("symbol lookup of %#x failed: %s", addr, err)
+            warning(__name__, "symbol lookup of %#x failed: %s", addr, err)
             loc = None
         if loc is not None:
             sym, off, file, line = loc.symbol, loc.offset, loc.file, loc.line

@@ -1145,14 +1145,14 @@ __all__ = ["RULES", "RULE_NAMES", "Rule", "rule"]
 
 def run_rules(f: Facts, rules: list[Rule] | None = None) -> list[Cause]:
     """Apply ``rules`` (default: all) and tag each cause with its rule's name."""
-    import logging
+    from kdiag._log import exception
 
     out: list[Cause] = []
     for r in rules if rules is not None else RULES:
         try:
             found = r(f)
         except Exception:  # a rule bug must not cost the whole diagnosis
-            logging.getLogger(__name__).exception("triage rule %s failed", r.__name__)
+            exception(__name__, "triage rule %s failed", r.__name__)
             continue
         for c in found:
             out.append(c if c.rule else Cause(c.id, c.confidence, c.summary, c.evidence,
