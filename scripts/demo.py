@@ -1,7 +1,8 @@
 """`make demo`: build the bundled kernel, crash it, triage the crash, then decode a live machine.
 
 1. boots a fault scenario (default ``stack-overflow``) under OVMF + TCG until the guest stops,
-2. runs ``kdiag triage`` on its ``-d int,cpu_reset`` log with the kernel ELF,
+2. runs ``kdiag triage`` on its ``-d int,cpu_reset`` log with the kernel ELF, then attaches gdb
+   to the frozen machine and runs ``kd triage`` there (the same rules, plus its memory),
 3. boots the healthy kernel with a gdbstub on 127.0.0.1 and runs the kdiag gdb commands in a
    real gdb (``source gdbext/init.py``): GDT, IDT, TSS, control registers, page tables.
 
@@ -39,13 +40,33 @@ def kdiag(*args: str) -> int:
 def crash_and_triage(scenario: str, work: Path) -> None:
     banner(f"1. boot the bundled kernel with the '{scenario}' bug (QEMU -d int,cpu_reset)")
     log = work / "qemu.log"
-    with L.QemuInstance.start(L.QemuConfig(scenario=scenario, log_path=log, build=False)) as vm:
+    cfg = L.QemuConfig(scenario=scenario, log_path=log, build=False, gdb_port=0)
+    with L.QemuInstance.start(cfg) as vm:
         outcome = vm.wait_stopped(timeout=180)
         for line in vm.serial_lines()[-6:]:
             print(f"  serial | {line}")
         print(f"  QEMU says: guest {outcome}; log {log.stat().st_size} bytes")
-    banner("2. triage the log")
-    kdiag("triage", str(log), "--elf", str(ELF))
+        banner("2. triage the log")
+        kdiag("triage", str(log), "--elf", str(ELF))
+        banner("2b. the same crash live: gdb attached to the frozen machine (-no-shutdown)")
+        run_gdb(vm.gdb_port, ["kd triage --no-registers"], work)
+
+
+def run_gdb(port: int | None, commands: list[str], work: Path, *, prelude: tuple[str, ...] = ()
+            ) -> None:
+    """Run ``commands`` in a batch gdb attached to 127.0.0.1:``port`` with gdbext loaded,
+    echoing each as ``(gdb) CMD``; detach at the end (the guest is left as it was)."""
+    gdb_args = ["gdb", "-q", "-batch", "-nx",
+                "-ex", "set architecture i386:x86-64",
+                "-ex", f"file {ELF}",
+                "-ex", f"source {ROOT / 'gdbext' / 'init.py'}",
+                "-ex", f"target remote 127.0.0.1:{port}"]
+    for c in prelude:
+        gdb_args += ["-ex", c]
+    for c in commands:
+        gdb_args += ["-ex", f"echo \\n(gdb) {c}\\n", "-ex", c]
+    gdb_args += ["-ex", "detach"]
+    subprocess.run(gdb_args, cwd=work, check=False, timeout=300)
 
 
 def live_decode(work: Path) -> None:
@@ -56,16 +77,7 @@ def live_decode(work: Path) -> None:
         # Stop in kernel code (CPL0: MSRs such as IA32_PAT are readable there) on a timer tick.
         commands = ["kd gdt", "kd tss", "kd cr", "kd msr STAR", "kd pat", "kd idt 0 14",
                     "kd pt", "kd pt --check", "kd walk $rip", "kd bt"]
-        gdb_args = ["gdb", "-q", "-batch", "-nx",
-                    "-ex", "set architecture i386:x86-64",
-                    "-ex", f"file {ELF}",
-                    "-ex", f"source {ROOT / 'gdbext' / 'init.py'}",
-                    "-ex", f"target remote 127.0.0.1:{vm.gdb_port}",
-                    "-ex", "tbreak trap_dispatch", "-ex", "continue"]
-        for c in commands:
-            gdb_args += ["-ex", f"echo \\n(gdb) {c}\\n", "-ex", c]
-        gdb_args += ["-ex", "detach"]
-        subprocess.run(gdb_args, cwd=work, check=False, timeout=300)
+        run_gdb(vm.gdb_port, commands, work, prelude=("tbreak trap_dispatch", "continue"))
 
 
 def main() -> int:
