@@ -25,15 +25,17 @@ def _gdb_elfs() -> list[str]:
 class KdBt(KdCommand):
     """Backtrace through interrupt and exception frames, with CFI, frame pointers and STABS.
 
-Usage: kd bt [--format full|jos] [--elf FILE[@BIAS]]... [--no-cfi] [--json] [N]
+Usage: kd bt [--format full|jos] [--elf FILE[@BIAS]]... [--stub SYMBOL]... [--no-cfi] [--json] [N]
 
 Unwinds the stopped CPU (the newest frame's registers, not gdb's selected frame) with
 kdiag's own unwinder and symbolizes each frame with the ELFs gdb has loaded plus any --elf:
   - CFI (.eh_frame / .debug_frame) where the code has it (-fomit-frame-pointer code too),
     else the EBP/RBP chain, with prologue/epilogue checks at the stop address;
-  - at an interrupt or exception entry stub (_alltraps, isr_common, ... or a CFI signal
-    frame) it reads the hardware frame (error code or not; 32-bit with or without a stack
-    switch; 64-bit SS:RSP) and continues in the interrupted code - where gdb's `bt` stops:
+  - at an interrupt or exception entry stub (_alltraps, isr_common, ..., a name in
+    $KDIAG_ENTRY_STUBS, or code whose CFI is a signal frame: .cfi_signal_frame) it reads
+    the hardware frame (error code or not; 32-bit with or without a stack switch; 64-bit
+    SS:RSP) - exactly where the signal frame's CFI rules put it, else found by its shape -
+    and continues in the interrupted code, where gdb's `bt` stops for stubs without CFI:
         --- interrupt 14 (#PF) from CPL3 ---
   - STABS kernels (JOS): function, file:line and the argument values (N_PSYM count).
 It ends with the reason it stopped: end of chain, N frames, a loop, unreadable memory.
@@ -44,9 +46,13 @@ It ends with the reason it stopped: end of chain, N frames, a loop, unreadable m
 Options:
   N                 at most N frames (default 64)
   --elf FILE[@BIAS] another ELF, loaded BIAS bytes above its link address (user programs)
+  --stub SYMBOL     treat SYMBOL as an interrupt/exception entry stub (for this session;
+                    also $KDIAG_ENTRY_STUBS=a,b)
   --no-cfi          frame pointers and interrupt frames only
   --json            {"frames":[{"level","pc","sp","symbol","offset","file","line",
-                    "inlined_into","method","args","boundary":{...}}],"stop_reason"}
+                    "inlined_into","method","args","boundary":{"vector","error_code",
+                    "from_cpl","to_cpl","stub","recognized_by","found_by",...}}],
+                    "stop_reason"}
 
 Examples:
   kd bt
@@ -61,14 +67,17 @@ Examples:
         parser.add_argument("--format", choices=("full", "jos"), default="full")
         parser.add_argument("--elf", action="append", default=[], metavar="FILE[@BIAS]")
         parser.add_argument("--no-cfi", action="store_true")
+        parser.add_argument("--stub", action="append", default=[], metavar="SYMBOL")
         parser.add_argument("limit", nargs="?", type=int_arg, default=64, metavar="N")
 
     def run(self, args: argparse.Namespace, ctx: Context) -> Any:
         from kdiag.errors import UsageError
         from kdiag.render import backtrace as render
         from kdiag.symbols.symbolizer import symbolizer_for
-        from kdiag.unwind import jos_walk, unwind
+        from kdiag.unwind import jos_walk, register_stub, unwind
 
+        for name in args.stub:
+            register_stub(name)
         specs = _gdb_elfs() + list(args.elf)
         if not specs:
             raise UsageError("no ELF to symbolize with: load one with `file KERNEL.elf` "

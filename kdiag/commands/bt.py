@@ -18,6 +18,10 @@ the interrupted code - also from user mode (CPL3) into the kernel - marking each
 
   --- interrupt 14 (#PF) from CPL3 ---
 
+Entry stubs are recognized by name (_alltraps, isr_common, th_*, isr<N>, ...), by a CFI
+signal-frame mark (.cfi_signal_frame), or because you declared them: --stub SYMBOL or
+KDIAG_ENTRY_STUBS=a,b.
+
 It stops, with the reason on the last line, at the end of the chain, after N frames, at a
 loop or at unreadable memory.
 
@@ -41,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="full (default) or jos (JOS mon_backtrace, byte for byte)")
     parser.add_argument("--no-cfi", action="store_true",
                         help="ignore CFI: frame pointers and interrupt frames only")
+    parser.add_argument("--stub", action="append", default=[], metavar="SYMBOL",
+                        help="treat SYMBOL as an interrupt/exception entry stub (repeatable; "
+                             "also $KDIAG_ENTRY_STUBS=a,b)")
     parser.add_argument("--cpu", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("limit", nargs="?", type=parse_int, default=64, metavar="N",
@@ -50,8 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from kdiag.render import backtrace as render
     from kdiag.symbols.symbolizer import symbolizer_for
-    from kdiag.unwind import jos_walk, unwind
+    from kdiag.unwind import jos_walk, register_stub, unwind
 
+    for name in args.stub:
+        register_stub(name)
     sym = symbolizer_for(args.elf)
     target = open_target(args)
     if args.format == "jos":

@@ -99,7 +99,8 @@ def _boundary_json(b: InterruptBoundary | None) -> dict[str, Any] | None:
     return {"text": b.text(), "vector": b.vector, "mnemonic": b.mnemonic,
             "error_code": _hex(b.error_code), "from_cpl": b.from_cpl, "to_cpl": b.to_cpl,
             "frame_address": _hex(b.frame_address), "stub": b.stub,
-            "stack_switch": b.stack_switch}
+            "stack_switch": b.stack_switch, "recognized_by": b.recognized_by,
+            "found_by": b.found_by}
 
 
 def to_json(bt: Backtrace) -> dict[str, Any]:

@@ -53,8 +53,16 @@ TAG_SKELETON_UNIT = 0x4A
 INTERESTING = frozenset({TAG_SUBPROGRAM, TAG_INLINED})
 FUNC_ATTRS = frozenset({AT_NAME, AT_LINKAGE_NAME, AT_MIPS_LINKAGE_NAME, AT_LOW_PC, AT_HIGH_PC,
                         AT_RANGES, AT_ABSTRACT_ORIGIN, AT_SPECIFICATION, AT_CALL_FILE,
-                        AT_CALL_LINE})
+                        AT_CALL_LINE, 0x01, 0x3C})  # + DW_AT_sibling, DW_AT_declaration
 UNIT_TAGS = frozenset({TAG_COMPILE_UNIT, TAG_PARTIAL_UNIT, TAG_SKELETON_UNIT})
+AT_SIBLING, AT_LANGUAGE, AT_DECLARATION = 0x01, 0x13, 0x3C
+# DIEs whose children can never hold a subprogram or an inlined call, so the walk may jump
+# over them by their DW_AT_sibling: call sites (parameters), enumerations (enumerators),
+# function types (parameters), arrays (subranges); in C also structures and unions (members;
+# in C++ they hold member-function declarations whose names definitions refer to).
+SKIP_CHILDREN = frozenset({0x48, 0x4109, 0x04, 0x15, 0x01})
+SKIP_CHILDREN_C = SKIP_CHILDREN | {0x13, 0x17}
+C_LANGUAGES = frozenset({0x01, 0x02, 0x0C, 0x1D, 0x2C})  # DW_LANG_C89, C, C99, C11, C17
 
 _FIXED = {F_DATA1: 1, F_REF1: 1, F_FLAG: 1, F_STRX1: 1, F_ADDRX1: 1,
           F_DATA2: 2, F_REF2: 2, F_STRX2: 2, F_ADDRX2: 2,
@@ -161,9 +169,15 @@ class _Abbrev:
         self.consts = consts  # attr -> DW_FORM_implicit_const value
 
 
-def _parse_abbrevs(buf: bytes, pos: int) -> dict[int, _Abbrev]:
+def _parse_abbrevs(buf: bytes, pos: int,
+                   shared: dict[bytes, _Abbrev] | None = None) -> dict[int, _Abbrev]:
+    """The abbreviation table at ``pos``. ``shared`` (declaration bytes -> _Abbrev) lets the
+    many units of one compiler that declare the same abbreviations share one object each
+    (read-only), which saves rebuilding them per unit in large files."""
     table: dict[int, _Abbrev] = {}
     uleb = _uleb
+    if shared is None:
+        shared = {}
     while True:
         code = buf[pos]
         if code < 0x80:
@@ -172,6 +186,7 @@ def _parse_abbrevs(buf: bytes, pos: int) -> dict[int, _Abbrev]:
             code, pos = uleb(buf, pos)
         if code == 0:
             return table
+        tag_pos = pos
         tag = buf[pos]
         if tag < 0x80:
             pos += 1
@@ -183,10 +198,17 @@ def _parse_abbrevs(buf: bytes, pos: int) -> dict[int, _Abbrev]:
         # the pairs run up to the first 00 00 terminator
         term = buf.find(b"\0\0", pos)
         if term >= 0 and not (term - pos) & 1:
+            key = buf[tag_pos:term]
+            known = shared.get(key)
+            if known is not None:
+                table[code] = known
+                pos = term + 2
+                continue
             chunk = buf[pos:term]
             forms = chunk[1::2]
             if (not chunk or max(chunk) < 0x80) and F_IMPLICIT_CONST not in forms:
-                table[code] = _Abbrev(tag, children, list(zip(chunk[0::2], forms, strict=True)))
+                table[code] = shared[key] = _Abbrev(tag, children,
+                                                    list(zip(chunk[0::2], forms, strict=True)))
                 pos = term + 2
                 continue
         specs = []
@@ -215,7 +237,7 @@ class _Unit:
 
     __slots__ = ("offset", "end", "version", "addr_size", "off_size", "abbrevs", "die_start",
                  "str_offsets_base", "addr_base", "rnglists_base", "low_pc", "comp_dir",
-                 "stmt_list", "name")
+                 "stmt_list", "name", "lang")
 
     def __init__(self) -> None:
         self.offset = 0
@@ -232,6 +254,7 @@ class _Unit:
         self.comp_dir = ""
         self.stmt_list = -1
         self.name = ""
+        self.lang = 0
 
 
 class _Reader:
@@ -240,7 +263,18 @@ class _Reader:
             raise DwarfError("big-endian DWARF is not supported")
         self.sec = sec
         self.abbrev_cache: dict[int, dict[int, _Abbrev]] = {}
-        self.plans: dict[tuple[int, int, int, bool], dict[int, int | None]] = {}
+        self.plans: dict[tuple[int, int, int, bool, bool],
+                         dict[int, tuple[int, bool, _Abbrev]]] = {}
+        self.shared_abbrevs: dict[bytes, _Abbrev] = {}
+        self.line_strs: dict[int, str] = {}  # .debug_line_str offset -> decoded string
+        self.strs: dict[int, bytes] = {}  # .debug_str offset -> string (DW_FORM_strp)
+        self.joined: dict[tuple[str, str, str], str] = {}  # (dir, name, comp_dir) -> path
+        self.read_plans: dict[tuple[int, int, int, bool, bool],
+                              dict[int, list[tuple[int, int, int, int]]]] = {}
+        # (off_size, addr_size, DWARF 2, C unit) -> id(abbreviation) -> _plan_entry(...)
+        self.plan_entries: dict[tuple[int, int, bool, bool],
+                                dict[int, tuple[tuple[int, bool, _Abbrev],
+                                                list[tuple[int, int, int, int]] | None]]] = {}
 
     # -- attribute values --------------------------------------------------------------------
     def skip(self, form: int, buf: bytes, pos: int, u: _Unit) -> int:
@@ -371,13 +405,90 @@ class _Reader:
             if tbl is None:
                 if abbrev_off >= len(self.sec.abbrev):
                     raise DwarfError(f"abbrev offset {abbrev_off:#x} outside .debug_abbrev")
-                tbl = _parse_abbrevs(self.sec.abbrev, abbrev_off)
+                tbl = _parse_abbrevs(self.sec.abbrev, abbrev_off, self.shared_abbrevs)
                 self.abbrev_cache[abbrev_off] = tbl
             u.abbrevs = tbl
             u.die_start = p
             out.append(u)
             pos = u.end
         return out
+
+    def read_plan(self, ab: _Abbrev, u: _Unit, wanted: frozenset[int]
+                  ) -> list[tuple[int, int, int, int]]:
+        """``ab``'s attributes compiled for :meth:`planned_attrs`, as steps ``(kind, a, b, c)``:
+        0 skip ``a`` bytes (runs of fixed-size unwanted attributes merged); 1 skip one
+        variable-size value of form ``a``; for a wanted attribute ``a`` of form ``b``: 3 an
+        unsigned ``c``-byte int, 4 a ``c``-byte reference inside the unit, 5 a ``.debug_str``
+        offset, 6 an address, 7 ``flag_present``, 2 anything else (``c``: implicit const)."""
+        steps: list[tuple[int, int, int, int]] = []
+        for attr, form in ab.specs:
+            if attr not in wanted:
+                n = self.fixed_size(_Abbrev(ab.tag, False, [(attr, form)]), u)
+                if n is None:
+                    steps.append((1, form, 0, 0))
+                elif steps and steps[-1][0] == 0:
+                    steps[-1] = (0, steps[-1][1] + n, 0, 0)
+                else:
+                    steps.append((0, n, 0, 0))
+                continue
+            if form in (F_DATA1, F_DATA2, F_DATA4, F_DATA8, F_FLAG):
+                steps.append((3, attr, form, _FIXED[form]))
+            elif form in (F_REF1, F_REF2, F_REF4, F_REF8):
+                steps.append((4, attr, form, _FIXED[form]))
+            elif form == F_STRP:
+                steps.append((5, attr, form, u.off_size))
+            elif form == F_ADDR:
+                steps.append((6, attr, form, u.addr_size))
+            elif form == F_FLAG_PRESENT:
+                steps.append((7, attr, form, 0))
+            else:
+                steps.append((2, attr, form, ab.consts.get(attr, 0) if ab.consts else 0))
+        return steps
+
+    def planned_attrs(self, steps: list[tuple[int, int, int, int]], buf: bytes, pos: int,
+                      u: _Unit) -> tuple[dict[int, tuple[int, object]], int]:
+        """:meth:`attrs` with a plan from :meth:`read_plan` (the same values)."""
+        out: dict[int, tuple[int, object]] = {}
+        for kind, a, b, c in steps:
+            if kind == 0:
+                pos += a
+            elif kind == 3:
+                out[a] = (b, int.from_bytes(buf[pos:pos + c], "little"))
+                pos += c
+            elif kind == 5:
+                off = int.from_bytes(buf[pos:pos + c], "little")
+                pos += c
+                sv = self.strs.get(off)
+                if sv is None:
+                    sv = self.strs[off] = _cstr(self.sec.str, off)[0]
+                out[a] = (b, sv)
+            elif kind == 4:
+                out[a] = (b, ("ref", u.offset + int.from_bytes(buf[pos:pos + c], "little")))
+                pos += c
+            elif kind == 6:
+                out[a] = (b, int.from_bytes(buf[pos:pos + c], "little"))
+                pos += c
+            elif kind == 7:
+                out[a] = (b, 1)
+            elif kind == 1:
+                pos = self.skip(a, buf, pos, u)
+            else:
+                v, pos = self.value(b, c, buf, pos, u)
+                out[a] = (b, v)
+        return out, pos
+
+    def sibling_offset(self, ab: _Abbrev, u: _Unit) -> int | None:
+        """Byte offset of a DW_FORM_ref4 DW_AT_sibling inside DIEs of ``ab`` when every
+        attribute before it has a fixed size; else None."""
+        total = 0
+        for attr, form in ab.specs:
+            if attr == AT_SIBLING:
+                return total if form == F_REF4 else None
+            n = self.fixed_size(_Abbrev(ab.tag, False, [(attr, form)]), u)
+            if n is None:
+                return None
+            total += n
+        return None
 
     def fixed_size(self, ab: _Abbrev, u: _Unit) -> int | None:
         total = 0
@@ -525,7 +636,30 @@ def _line_header_v5_entries(rd: _Reader, buf: bytes, pos: int, u: _Unit
         form, pos = _uleb(buf, pos)
         fmts.append((ct, form))
     count, pos = _uleb(buf, pos)
-    entries = []
+    entries: list[tuple[str, int]] = []
+    if fmts in ([(DW_LNCT_path, F_LINE_STRP)],
+                [(DW_LNCT_path, F_LINE_STRP), (DW_LNCT_directory_index, F_UDATA)]):
+        # what gcc writes (without MD5s): .debug_line_str offsets, each string decoded once
+        # per file however many units list it
+        strs = rd.line_strs
+        line_str = rd.sec.line_str
+        n = u.off_size
+        with_dir = len(fmts) == 2
+        for _ in range(count):
+            off = int.from_bytes(buf[pos:pos + n], "little")
+            pos += n
+            path = strs.get(off)
+            if path is None:
+                path = strs[off] = _cstr(line_str, off)[0].decode("utf-8", "replace")
+            dir_index = 0
+            if with_dir:
+                dir_index = buf[pos]
+                if dir_index < 0x80:
+                    pos += 1
+                else:
+                    dir_index, pos = _uleb(buf, pos)
+            entries.append((path, dir_index))
+        return entries, pos
     for _ in range(count):
         path = ""
         dir_index = 0
@@ -590,9 +724,14 @@ def read_line_program(rd: _Reader, offset: int, u: _Unit, files_out: list[str],
         files_e, pos = _line_header_v5_entries(rd, buf, pos, lu)
         dirs = [d for d, _ in dirs_e]
         paths = []
+        joined = rd.joined
         for name, di in files_e:
             d = dirs[di] if di < len(dirs) else ""
-            paths.append(_join(d, name, comp_dir))
+            key = (d, name, comp_dir)
+            path = joined.get(key)
+            if path is None:
+                path = joined[key] = _join(d, name, comp_dir)
+            paths.append(path)
     else:
         dirs = [comp_dir]
         while buf[pos]:
@@ -617,7 +756,8 @@ def read_line_program(rd: _Reader, offset: int, u: _Unit, files_out: list[str],
             file_ids[p] = fid
         fmap.append(fid)
 
-    # the state machine (DWARF 5, 6.2.2)
+    # the state machine (DWARF 5, 6.2.2); `last` is the address of the newest row of the
+    # current sequence (-1: none yet), so rows at one address collapse to the last one
     pos = program
     address = 0
     file = 1
@@ -628,29 +768,43 @@ def read_line_program(rd: _Reader, offset: int, u: _Unit, files_out: list[str],
     sa: list[int] = []
     sf: list[int] = []
     sl: list[int] = []
+    add_a, add_f, add_l = sa.append, sf.append, sl.append
+    last = -1
+    # special opcodes: address and line advance per opcode, computed once
+    addr_adv = [0] * 256
+    line_adv = [0] * 256
+    for op in range(opcode_base, 256):
+        adj = op - opcode_base
+        addr_adv[op] = (adj // line_range) * min_inst
+        line_adv[op] = line_base + adj % line_range
     try:
         while pos < end:
             op = buf[pos]
             pos += 1
             if op >= opcode_base:
-                adj = op - opcode_base
-                address += (adj // line_range) * min_inst
-                line += line_base + adj % line_range
-                if sa and sa[-1] == address:
+                address += addr_adv[op]
+                line += line_adv[op]
+                if address == last:
                     sf[-1] = fid
                     sl[-1] = line
                 else:
-                    sa.append(address)
-                    sf.append(fid)
-                    sl.append(line)
+                    add_a(address)
+                    add_f(fid)
+                    add_l(line)
+                    last = address
+            elif op == 5:  # DW_LNS_set_column (gcc emits one before most rows): skip it
+                while buf[pos] & 0x80:
+                    pos += 1
+                pos += 1
             elif op == DW_LNS_copy:
-                if sa and sa[-1] == address:
+                if address == last:
                     sf[-1] = fid
                     sl[-1] = line
                 else:
-                    sa.append(address)
-                    sf.append(fid)
-                    sl.append(line)
+                    add_a(address)
+                    add_f(fid)
+                    add_l(line)
+                    last = address
             elif op == DW_LNS_advance_pc:
                 v = buf[pos]
                 if v < 0x80:
@@ -686,6 +840,8 @@ def read_line_program(rd: _Reader, offset: int, u: _Unit, files_out: list[str],
                     if sa:
                         seqs.append((sa, sf, sl, address))
                     sa, sf, sl = [], [], []
+                    add_a, add_f, add_l = sa.append, sf.append, sl.append
+                    last = -1
                     address = 0
                     file = 1
                     fid = fmap[1] if nfiles > 1 else -1
@@ -693,7 +849,7 @@ def read_line_program(rd: _Reader, offset: int, u: _Unit, files_out: list[str],
                 elif sub == DW_LNE_set_address:
                     address = _uint(buf, pos + 1, n - 1)
                 pos += n
-            elif op == 5 or op == 12:  # set_column, set_isa
+            elif op == 12:  # set_isa
                 while buf[pos] & 0x80:
                     pos += 1
                 pos += 1
@@ -738,6 +894,8 @@ def read_dwarf(sec: DwarfSections, want_funcs: bool = True) -> DwarfTables:
                     setattr(u, name, top[at][1])
             # re-read strings that needed the bases (strx forms before str_offsets_base)
             top, _ = rd.attrs(ab, buf, _uleb(buf, u.die_start)[1], u)
+            lang = top.get(AT_LANGUAGE)
+            u.lang = lang[1] if lang and isinstance(lang[1], int) else 0
             low = top.get(AT_LOW_PC)
             u.low_pc = low[1] if low and isinstance(low[1], int) else 0
             cd = top.get(AT_COMP_DIR)
@@ -768,17 +926,47 @@ def read_dwarf(sec: DwarfSections, want_funcs: bool = True) -> DwarfTables:
     return out
 
 
+def _plan_entry(rd: _Reader, ab: _Abbrev, u: _Unit, is_c: bool
+                ) -> tuple[tuple[int, bool, _Abbrev], list[tuple[int, int, int, int]] | None]:
+    """How :func:`_walk_unit` treats DIEs of ``ab`` (see the codes there), and the attribute
+    read plan of the DIEs it reads."""
+    if ab.tag in INTERESTING:
+        return (-2, ab.children, ab), rd.read_plan(ab, u, FUNC_ATTRS)
+    if ab.children and ab.tag in (SKIP_CHILDREN_C if is_c else SKIP_CHILDREN):
+        sib = rd.sibling_offset(ab, u)
+        if sib is not None:
+            return (-3 - sib, True, ab), None
+    fs = rd.fixed_size(ab, u)
+    return (-1 if fs is None else fs, ab.children, ab), None
+
+
 def _walk_unit(rd: _Reader, u: _Unit, pos: int, out: DwarfTables, fmap: list[int],
                names: dict[int, str], origin: dict[int, int]) -> None:
     buf = rd.sec.info
     end = u.end
     abbrevs = u.abbrevs
-    plan_key = (id(abbrevs), u.off_size, u.addr_size, u.version == 2)
+    is_c = u.lang in C_LANGUAGES
+    ctx = (u.off_size, u.addr_size, u.version == 2, is_c)
+    plan_key = (id(abbrevs), *ctx)
     fixed = rd.plans.get(plan_key)
-    if fixed is None:
-        fixed = {code: (None if ab.tag in INTERESTING else rd.fixed_size(ab, u))
-                 for code, ab in abbrevs.items()}
+    read_plans = rd.read_plans.get(plan_key)
+    if fixed is None or read_plans is None:
+        # code -> (size, has children, abbrev): size >= 0 a fixed size to skip, -1 a DIE
+        # to skip attribute by attribute, -2 a DIE to read (subprograms, inlined calls),
+        # -3 - k a DIE to jump over with its children: its DW_AT_sibling (ref4) is k bytes in.
+        # The entry of each (shared) abbreviation is computed once per unit shape.
+        fixed = {}
+        read_plans = {}
+        entries = rd.plan_entries.setdefault(ctx, {})
+        for code, ab in abbrevs.items():
+            ent = entries.get(id(ab))
+            if ent is None:
+                ent = entries[id(ab)] = _plan_entry(rd, ab, u, is_c)
+            fixed[code] = ent[0]
+            if ent[1] is not None:
+                read_plans[code] = ent[1]
         rd.plans[plan_key] = fixed
+        rd.read_plans[plan_key] = read_plans
     stack: list[int] = []  # enclosing node index per open DIE with children (-1 none)
     current = -1
     depth = 1
@@ -798,24 +986,31 @@ def _walk_unit(rd: _Reader, u: _Unit, pos: int, out: DwarfTables, fmap: list[int
             current = stack.pop()
             depth -= 1
             continue
-        fs = fixed.get(code, -1)
-        ab = abbrevs.get(code)
-        if ab is None:
+        plan = fixed.get(code)
+        if plan is None:
             raise DwarfError(f"unknown abbreviation {code} at .debug_info+{start:#x}")
-        if fs is not None and fs >= 0:
+        fs, children, ab = plan
+        if fs >= 0:
             pos += fs
-            if ab.children:
+            if children:
                 stack.append(current)
                 depth += 1
             continue
-        if ab.tag not in INTERESTING:
+        if fs <= -3:  # jump over the DIE and its children to its sibling
+            at = pos - 3 - fs
+            target = u.offset + int.from_bytes(buf[at:at + 4], "little")
+            if pos < target <= end:
+                pos = target
+                continue
+            fs = -1  # a sibling that points nowhere sensible: walk it
+        if fs == -1:
             for _attr, form in ab.specs:
                 pos = skip(form, buf, pos, u)
             if ab.children:
                 stack.append(current)
                 depth += 1
             continue
-        attrs, pos = rd.attrs(ab, buf, pos, u, FUNC_ATTRS)
+        attrs, pos = rd.planned_attrs(read_plans[code], buf, pos, u)
         nm = attrs.get(AT_LINKAGE_NAME) or attrs.get(AT_MIPS_LINKAGE_NAME) or attrs.get(AT_NAME)
         if nm is not None and isinstance(nm[1], bytes):
             names[start] = nm[1].decode("utf-8", "replace")
@@ -836,6 +1031,14 @@ def _walk_unit(rd: _Reader, u: _Unit, pos: int, out: DwarfTables, fmap: list[int
                 call_line=cl[1] if cl and isinstance(cl[1], int) else 0,
                 depth=depth))
         if ab.children:
+            if AT_DECLARATION in attrs and not rngs:
+                # a declaration (a prototype): its children are parameters, nothing that
+                # code or a name lookup refers to, so jump over them by DW_AT_sibling
+                sib_attr = attrs.get(AT_SIBLING)
+                sib_ref = sib_attr[1] if sib_attr is not None else None
+                if isinstance(sib_ref, tuple) and pos < sib_ref[1] <= end:
+                    pos = sib_ref[1]
+                    continue
             stack.append(current)
             current = node
             depth += 1

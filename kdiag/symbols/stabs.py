@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 N_GSYM, N_FUN, N_STSYM, N_LCSYM, N_RSYM = 0x20, 0x24, 0x26, 0x28, 0x40
 N_SLINE, N_SO, N_LSYM, N_BINCL, N_SOL, N_PSYM, N_EINCL = 0x44, 0x64, 0x80, 0x82, 0x84, 0xA0, 0xA2
@@ -273,10 +273,16 @@ class StabLines:
     N_FUN, absolute outside functions; the file is the current N_SOL or N_SO).
     ``funcs``: ``(start, end, name, narg)``: ``end`` is the next function's start or the
     end of the source file (empty N_SO); ``narg`` counts the N_PSYM (stack) parameters.
+    ``entries``: the addresses binutils' STABS index is made of (bfd/syms.c
+    ``_bfd_stab_section_find_nearest_line``): every function's start, and the start of each
+    source file that has no function (assembly). addr2line answers an address with the last
+    entry at or below it, so a function's padding (up to the next entry) is still that
+    function's; :func:`kdiag.symbols.elfindex` extends the functions the same way.
     """
 
     rows: list[tuple[int, str, int]]
     funcs: list[tuple[int, int, str, int]]
+    entries: list[int] = field(default_factory=list)
 
 
 def read_lines(table: StabTable) -> StabLines:
@@ -289,6 +295,8 @@ def read_lines(table: StabTable) -> StabLines:
     main_file = cur_file = ""
     open_fn = False
     seen_line = False
+    entries: list[int] = []
+    file_start: int | None = None  # start of the current source file until it has a function
 
     def close(end: int) -> None:
         if open_fn and ends[-1] is None:
@@ -299,6 +307,9 @@ def read_lines(table: StabTable) -> StabLines:
             name = table.string(strx)
             close(v)
             open_fn = False
+            if file_start is not None:  # the previous file had no function
+                entries.append(file_start)
+                file_start = None
             if not name:  # end of this source file
                 so_dir = ""
                 continue
@@ -306,6 +317,7 @@ def read_lines(table: StabTable) -> StabLines:
                 so_dir = name
                 continue
             main_file = cur_file = name if name.startswith("/") or not so_dir else so_dir + name
+            file_start = v
         elif ty == N_SOL:
             cur_file = table.string(strx)
         elif ty == N_FUN:
@@ -318,6 +330,8 @@ def read_lines(table: StabTable) -> StabLines:
             close(v)
             open_fn = True
             seen_line = False
+            file_start = None
+            entries.append(v)
             starts.append(v)
             ends.append(None)
             names.append(name.split(":", 1)[0])
@@ -336,4 +350,6 @@ def read_lines(table: StabTable) -> StabLines:
         if end is None:
             end = starts[order[n + 1]] if n + 1 < len(order) else starts[i] + 1
         funcs.append((starts[i], end, names[i], nargs[i]))
-    return StabLines(rows, funcs)
+    if file_start is not None:
+        entries.append(file_start)
+    return StabLines(rows, funcs, sorted(set(entries)))

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from kdiag.errors import InputError
 from kdiag.symbols import cache
 from kdiag.symbols.elffile import file_key
-from kdiag.symbols.elfindex import NONE, ElfIndex, build
+from kdiag.symbols.elfindex import NONE, ElfIndex, build, no_gc
 from kdiag.symbols.location import InlinedCall, Location
 from kdiag.symbols.stabs import EipDebugInfo
 
@@ -108,10 +108,11 @@ class Symbolizer:
     def lookup_many(self, addrs: Iterable[int]) -> list[Location | None]:
         """``[lookup(a) for a in addrs]``, faster: one sorted sweep per ELF."""
         addrs = list(addrs)
-        if len(self.elfs) == 1:
-            idx, bias = self.elfs[0]
-            return _locate_many(idx, bias, addrs)
-        return [self.lookup(a) for a in addrs]
+        with no_gc():  # one acyclic Location per address: nothing for the GC to find
+            if len(self.elfs) == 1:
+                idx, bias = self.elfs[0]
+                return _locate_many(idx, bias, addrs)
+            return [self.lookup(a) for a in addrs]
 
     def stabs_info(self, addr: int) -> EipDebugInfo | None:
         """JOS ``debuginfo_eip(addr)`` from the STABS of the ELF holding ``addr``.
@@ -175,9 +176,19 @@ def _make(common: Common, addr: int, a: int) -> Location:
     return obj
 
 
+SymFunc = tuple[str | None, int | None, str | None, int | None, tuple[InlinedCall, ...], bool]
+
+
 def _common(idx: ElfIndex, bias: int, a: int, i: int, j: int, k: int) -> Common | None:
     """Everything but address/offset for linked address ``a``; ``i``/``j``/``k`` are the
     bisected rows of the symbol, line and function-segment columns."""
+    return _assemble(idx, bias, _sym_func(idx, a, i, k), j)
+
+
+def _sym_func(idx: ElfIndex, a: int, i: int, k: int) -> SymFunc:
+    """The symbol and debug-info function part of :func:`_common`: ``(symbol, start,
+    function, narg, inlined_into, has_function)``. Depends on ``a`` only past the end of
+    symbol ``i`` (nested symbols, gaps); otherwise the same for every address of (i, k)."""
     sym_name: str | None = None
     sym_start: int | None = None
     starts, ends, _ln, _fs, fs_node = idx.columns()
@@ -188,21 +199,14 @@ def _common(idx: ElfIndex, bias: int, a: int, i: int, j: int, k: int) -> Common 
             sym_start = starts[n]
             break
         n -= 1
-    file: str | None = None
-    line: int | None = None
     function: str | None = None
     inlined: tuple[InlinedCall, ...] = ()
     narg: int | None = None
-    source = "symtab"
+    has_function = False
     if idx.line_source:
-        if j >= 0:
-            f = idx.ln_files[j]
-            if f >= 0:
-                file = idx.files[f]
-                line = idx.ln_lines[j]
-                source = idx.line_source
         node = fs_node[k] if k >= 0 else NONE
         if node != NONE:
+            has_function = True
             names = idx.fn_names
             function = names[idx.fn_name[node]]
             if idx.fn_narg and idx.fn_narg[node] >= 0:
@@ -221,15 +225,41 @@ def _common(idx: ElfIndex, bias: int, a: int, i: int, j: int, k: int) -> Common 
             if sym_name is None:
                 sym_name = names[idx.fn_name[node]]
                 sym_start = idx.fn_entry[node]
-            if file is None:
+    return sym_name, sym_start, function, narg, inlined, has_function
+
+
+def _assemble(idx: ElfIndex, bias: int, sf: SymFunc, j: int) -> Common | None:
+    """:func:`_sym_func`'s part plus the line row ``j``."""
+    sym_name, sym_start, function, narg, inlined, has_function = sf
+    file: str | None = None
+    line: int | None = None
+    source = "symtab"
+    if idx.line_source:
+        if j >= 0:
+            f = idx.ln_files[j]
+            if f >= 0:
+                file = idx.files[f]
+                line = idx.ln_lines[j]
                 source = idx.line_source
+        if has_function and file is None:
+            source = idx.line_source
     if sym_name is None and file is None:
         return None
     fields: dict[str, object] = {
         "symbol": sym_name, "file": file, "line": line, "elf": idx.path,
-        "function_start": sym_start + bias if sym_start is not None else None,
-        "inlined_into": inlined, "function": function, "narg": narg, "bias": bias,
-        "source": source}
+        "function_start": sym_start + bias if sym_start is not None else None}
+    # fields at their class default (Location's) are left to the class attribute: fewer keys
+    # to copy into each Location's __dict__ (bulk lookups create one object per address)
+    if inlined:
+        fields["inlined_into"] = inlined
+    if function is not None:
+        fields["function"] = function
+    if narg is not None:
+        fields["narg"] = narg
+    if bias:
+        fields["bias"] = bias
+    if source != "symtab":
+        fields["source"] = source
     return fields, sym_start
 
 
@@ -258,33 +288,70 @@ def symbolizer_for(specs: Iterable[str], use_cache: bool = True) -> Symbolizer:
 
 
 def _locate_many(idx: ElfIndex, bias: int, addrs: list[int]) -> list[Location | None]:
-    """Sweep the sorted addresses along the sorted columns; memoize per table segment."""
+    """Sweep the distinct addresses, sorted, along the sorted columns.
+
+    Between two consecutive boundaries (a symbol's start or end, a line row, a function
+    segment) every field but address/offset is the same, so the sweep computes them once per
+    segment it enters and each address in it costs one comparison and one object; a repeated
+    address gets the same (immutable) Location object.
+    """
     sym_starts, sym_ends, ln_addrs, fs_starts, _fs_node = idx.columns()
-    out: list[Location | None] = [None] * len(addrs)
-    order = sorted(range(len(addrs)), key=addrs.__getitem__)
     ns, nl, nf = len(sym_starts), len(ln_addrs), len(fs_starts)
+    end_of_space = 1 << 64
     i = j = k = 0
-    memo: dict[tuple[int, int, int], Common | None] = {}
+    hi = -1  # `common` holds for every address from the last recompute up to hi (excluded)
+    common: Common | None = None
     new = object.__new__
-    for n in order:
-        addr = addrs[n]
+    found: dict[int, Location | None] = {}
+    sf_memo: dict[tuple[int, int], SymFunc] = {}
+    for addr in sorted(set(addrs)):  # ascending: a segment, once left, never comes back
         a = addr - bias
-        if a < 0:
+        if a >= hi:
+            if a < 0:
+                found[addr] = None
+                continue
+            # short hops walk; long jumps (sparse addresses over big tables) bisect
+            n = i + 8
+            while i < ns and sym_starts[i] <= a:
+                i += 1
+                if i == n:
+                    i = bisect_right(sym_starts, a, i)
+                    break
+            n = j + 8
+            while j < nl and ln_addrs[j] <= a:
+                j += 1
+                if j == n:
+                    j = bisect_right(ln_addrs, a, j)
+                    break
+            n = k + 8
+            while k < nf and fs_starts[k] <= a:
+                k += 1
+                if k == n:
+                    k = bisect_right(fs_starts, a, k)
+                    break
+            if i and a < sym_ends[i - 1]:  # inside symbol i - 1: its part is shared
+                sf = sf_memo.get((i, k))
+                if sf is None:
+                    sf = sf_memo[(i, k)] = _sym_func(idx, a, i - 1, k - 1)
+            else:
+                sf = _sym_func(idx, a, i - 1, k - 1)
+            common = _assemble(idx, bias, sf, j - 1)
+            hi = sym_starts[i] if i < ns else end_of_space
+            if j < nl and ln_addrs[j] < hi:
+                hi = ln_addrs[j]
+            if k < nf and fs_starts[k] < hi:
+                hi = fs_starts[k]
+            if i:
+                if a < sym_ends[i - 1]:
+                    if sym_ends[i - 1] < hi:
+                        hi = sym_ends[i - 1]
+                else:  # past the symbol's end (nested symbols, gaps): this address only
+                    hi = a + 1
+        elif a < 0:
+            found[addr] = None
             continue
-        while i < ns and sym_starts[i] <= a:
-            i += 1
-        while j < nl and ln_addrs[j] <= a:
-            j += 1
-        while k < nf and fs_starts[k] <= a:
-            k += 1
-        key = (i, j, k)
-        if i and a >= sym_ends[i - 1]:  # past the symbol's end (nested symbols, gaps): exact
-            common = _common(idx, bias, a, i - 1, j - 1, k - 1)
-        else:
-            common = memo.get(key, memo)  # type: ignore[arg-type]
-            if common is memo:
-                common = memo[key] = _common(idx, bias, a, i - 1, j - 1, k - 1)
         if common is None:
+            found[addr] = None
             continue
         fields, start = common
         obj = new(Location)
@@ -292,5 +359,5 @@ def _locate_many(idx: ElfIndex, bias: int, addrs: list[int]) -> list[Location | 
         d.update(fields)
         d["address"] = addr
         d["offset"] = a - start if start is not None else 0
-        out[n] = obj
-    return out
+        found[addr] = obj
+    return list(map(found.__getitem__, addrs))

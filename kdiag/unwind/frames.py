@@ -31,6 +31,8 @@ class InterruptBoundary:
     stub: str | None
     stack_switch: bool
     after_instruction: bool = False  # saved IP follows the INT n / INT3 / SYSCALL that trapped
+    recognized_by: str | None = None  # "symbol", "declared" or "cfi-signal-frame"
+    found_by: str | None = None       # "cfi" (signal-frame rules) or "scan" (by its shape)
 
     def text(self) -> str:
         """``--- interrupt 14 (#PF) from CPL3 ---`` (the error code is in ``error_code``)."""

@@ -3,8 +3,8 @@
 A frame "belongs to an entry stub" when its pc lies in a symbol of the stub list (defaults
 below, extended with :func:`register_stub` or ``KDIAG_ENTRY_STUBS=name,name``), in a symbol
 matching :data:`STUB_PATTERNS`, or in code whose CFI is marked as a signal frame (CIE
-augmentation ``S``). From such a frame the unwinder steps across the hardware frame the CPU
-pushed (Intel SDM Vol. 3A 6.12.1 and 6.14.2):
+augmentation ``S``, ``.cfi_signal_frame``). From such a frame the unwinder steps across the
+hardware frame the CPU pushed (Intel SDM Vol. 3A 6.12.1 and 6.14.2):
 
 - 32-bit, no privilege change: ``EIP, CS, EFLAGS`` (the interrupted ESP is just above);
 - 32-bit, from CPL3 to CPL0:   ``EIP, CS, EFLAGS, ESP, SS``;
@@ -12,7 +12,9 @@ pushed (Intel SDM Vol. 3A 6.12.1 and 6.14.2):
 with the error code (for the vectors that have one) and, in most hobby kernels (JOS, xv6,
 the bundled kernels), the vector pushed by the stub right below it.
 
-The frame is found by its shape, scanning up from the stub frame's stack pointer: a code
+Where the stub's CFI is a signal frame whose rules locate the saved instruction pointer, the
+frame is read exactly there (and the registers the rules describe are restored from it);
+otherwise it is found by its shape, scanning up from the stub frame's stack pointer: a code
 address, then a plausible CS selector (RPL 0 or 3, index inside the GDT), then a plausible
 EFLAGS (bit 1 set; bits 3, 5, 15 and 22-31 clear). A :class:`StubLayout` may give the offsets
 of registers the stub saved (relative to the saved-IP slot, in words) so the interrupted frame
@@ -64,23 +66,35 @@ STUB_PATTERNS = [re.compile(p) for p in (
 )]
 
 
+_DECLARED: set[str] = set()
+
+
 def register_stub(name: str, layout: StubLayout | None = None) -> None:
     """Declare ``name`` an entry stub (optionally with its save layout)."""
     _STUBS[name] = layout or GENERIC
+    _DECLARED.add(name)
+
+
+def stub_match(symbol: str | None) -> tuple[StubLayout, str] | None:
+    """``(layout, how)`` if ``symbol`` is an entry stub, else None. ``how`` is ``"declared"``
+    (:func:`register_stub` or ``KDIAG_ENTRY_STUBS``) or ``"symbol"`` (the built-in list and
+    :data:`STUB_PATTERNS`)."""
+    if not symbol:
+        return None
+    env = os.environ.get("KDIAG_ENTRY_STUBS", "")
+    if symbol in _DECLARED or env and symbol in {s.strip() for s in env.split(",")}:
+        return _STUBS.get(symbol, GENERIC), "declared"
+    if symbol in _STUBS:
+        return _STUBS[symbol], "symbol"
+    if any(p.match(symbol) for p in STUB_PATTERNS):
+        return GENERIC, "symbol"
+    return None
 
 
 def stub_layout(symbol: str | None) -> StubLayout | None:
     """The layout if ``symbol`` is an entry stub, else None."""
-    if not symbol:
-        return None
-    env = os.environ.get("KDIAG_ENTRY_STUBS", "")
-    if env and symbol in {s.strip() for s in env.split(",")}:
-        return _STUBS.get(symbol, GENERIC)
-    if symbol in _STUBS:
-        return _STUBS[symbol]
-    if any(p.match(symbol) for p in STUB_PATTERNS):
-        return GENERIC
-    return None
+    m = stub_match(symbol)
+    return m[0] if m is not None else None
 
 
 def known_stubs() -> list[str]:

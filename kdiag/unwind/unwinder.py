@@ -25,10 +25,18 @@ from kdiag.errors import KdiagError
 from kdiag.symbols.location import Location
 from kdiag.symbols.symbolizer import Symbolizer
 from kdiag.target.base import Target
-from kdiag.unwind.cfi import I386_REGS, X86_64_REGS, CfiRow, CfiTable, cfi_table
+from kdiag.unwind.cfi import (
+    I386_REGS,
+    X86_64_REGS,
+    CfiRow,
+    CfiTable,
+    ExpressionError,
+    cfi_table,
+    eval_expression,
+)
 from kdiag.unwind.frames import Backtrace, Frame, InterruptBoundary
 from kdiag.unwind.memory import StackMemory, Unreadable
-from kdiag.unwind.stubs import GENERIC, StubLayout, find_hardware_frame, stub_layout
+from kdiag.unwind.stubs import GENERIC, StubLayout, find_hardware_frame, stub_match
 from kdiag.x86.exceptions import mnemonic
 from kdiag.x86.state import CpuMode, CpuState
 
@@ -105,15 +113,68 @@ class Unwinder:
             return True
         return cpl == 3  # user code the symbolizer may not know
 
-    def _stub_of(self, loc: Location | None, pc: int) -> StubLayout | None:
+    def _stub_of(self, loc: Location | None, pc: int) -> tuple[StubLayout, str] | None:
+        """The entry-stub layout of the code at ``pc`` (the lookup address: the pc itself
+        when exact, else pc - 1) and how it was recognized, or None."""
         if loc is not None:
-            layout = stub_layout(loc.symbol)
-            if layout is not None:
-                return layout
+            m = stub_match(loc.symbol)
+            if m is not None:
+                return m
         row = self._cfi_row(pc)
         if row is not None and row.signal_frame:
-            return GENERIC
+            return GENERIC, "cfi-signal-frame"
         return None
+
+    def _signal_frame_rules(self, row: CfiRow, regs: dict[str, int], known: set[str]
+                            ) -> tuple[int, dict[str, int]] | None:
+        """From a signal frame's CFI row: the stack address of the saved instruction pointer
+        (the hardware frame's first slot) and the registers the rules restore; None when the
+        rules do not locate it (e.g. SYSCALL's entry, where the user RIP is in RCX)."""
+        names = self.regnames
+
+        def reg(n: int) -> int:
+            name = names.get(n)
+            if name is None or name not in known:
+                raise KeyError(f"DWARF register {n} unknown here")
+            return regs[name]
+
+        try:
+            if row.cfa_expr:
+                cfa = eval_expression(row.cfa_expression, reg, self.mem.word, self.ws)
+            else:
+                cfa = (reg(row.cfa_reg) + row.cfa_offset) & self.mask
+
+            def where(r: int, kind: str, arg: int) -> int | None:
+                if kind == "OFFSET":
+                    return (cfa + arg) & self.mask
+                if kind == "EXPRESSION":
+                    return eval_expression(row.expressions[r], reg, self.mem.word, self.ws,
+                                           push_cfa=cfa)
+                return None
+
+            ra = row.rules.get(row.ra_reg)
+            slot = where(row.ra_reg, *ra) if ra is not None else None
+            if slot is None:
+                return None
+            out: dict[str, int] = {}
+            for r, (kind, arg) in row.rules.items():
+                name = names.get(r)
+                if name is None or name in ("rip", "rsp"):
+                    continue
+                addr = where(r, kind, arg)
+                if addr is not None:
+                    out[name] = self.mem.word(addr)
+                elif kind == "VAL_OFFSET":
+                    out[name] = (cfa + arg) & self.mask
+                elif kind == "VAL_EXPRESSION":
+                    out[name] = eval_expression(row.expressions[r], reg, self.mem.word, self.ws,
+                                                push_cfa=cfa)
+                elif kind == "REGISTER" and names.get(arg) in known:
+                    out[name] = regs[names[arg]]
+            return slot, out
+        except (ExpressionError, KeyError, Unreadable) as err:
+            log.debug("signal-frame CFI at %#x not usable: %s", row.pc, err)
+            return None
 
     def _trapped_after(self, ip: int, vector: int | None) -> bool:
         """Whether the instruction before ``ip`` raised ``vector`` as a trap (SDM 6.5):
@@ -153,11 +214,11 @@ class Unwinder:
             pc, sp = regs["rip"], regs["rsp"]
             exact = level == 0 or (boundary is not None and not boundary.after_instruction)
             loc = self._lookup(pc if exact else pc - 1)
-            layout = self._stub_of(loc, pc)
+            stub = self._stub_of(loc, pc if exact else pc - 1)
             fp = regs.get("rbp") if "rbp" in regs_known else None
             frames.append(Frame(level=level, pc=pc, sp=sp, fp=fp, location=loc, method=method,
                                 args=self._args(loc, pc, fp, exact), boundary=boundary,
-                                is_entry_stub=layout is not None, cpl=cpl))
+                                is_entry_stub=stub is not None, cpl=cpl))
             if len(frames) >= self.limit:
                 stop = f"limit of {self.limit} frames reached"
                 break
@@ -166,7 +227,7 @@ class Unwinder:
                 break
             seen.add((pc, sp))
             try:
-                new, method, boundary, cpl = self._step(regs, regs_known, loc, layout, exact, cpl)
+                new, method, boundary, cpl = self._step(regs, regs_known, loc, stub, exact, cpl)
             except Unreadable as err:
                 stop = f"{err}: stopped"
                 break
@@ -193,14 +254,30 @@ class Unwinder:
             return ()
 
     def _step(self, regs: dict[str, int], known: set[str], loc: Location | None,
-              layout: StubLayout | None, exact: bool, cpl: int
+              stub: tuple[StubLayout, str] | None, exact: bool, cpl: int
               ) -> tuple[dict[str, int], str, InterruptBoundary | None, int]:
         ws = self.ws
         pc, sp = regs["rip"], regs["rsp"]
         # 1. across an interrupt / exception frame
-        if layout is not None:
-            hw = find_hardware_frame(self.mem, sp, handler_cpl=cpl, is_code=self._is_code,
-                                     layout=layout, gdt_limit=self.gdt_limit)
+        if stub is not None:
+            layout, how = stub
+            hw = None
+            cfi_regs: dict[str, int] = {}
+            row = self._cfi_row(pc if exact else pc - 1)
+            if row is not None and row.signal_frame:
+                rules = self._signal_frame_rules(row, regs, known)
+                if rules is not None:
+                    slot, cfi_regs = rules
+                    hw = find_hardware_frame(self.mem, slot, handler_cpl=cpl,
+                                             is_code=self._is_code, layout=layout,
+                                             gdt_limit=self.gdt_limit, max_words=0)
+                    if hw is not None and hw.ip_addr != slot:
+                        hw = None
+            found_by = "cfi" if hw is not None else "scan"
+            if hw is None:
+                cfi_regs = {}
+                hw = find_hardware_frame(self.mem, sp, handler_cpl=cpl, is_code=self._is_code,
+                                         layout=layout, gdt_limit=self.gdt_limit)
             if hw is not None:
                 new = {"rip": hw.ip & self.mask, "rsp": hw.sp & self.mask}
                 for name, off in layout.saved_regs.items():
@@ -208,6 +285,7 @@ class Unwinder:
                         new[name] = self.mem.word(hw.ip_addr + off * ws)
                     except Unreadable:
                         pass
+                new.update(cfi_regs)
                 if "rbp" not in new and "rbp" in known:
                     fp = regs["rbp"]
                     try:  # a frame record linking to the interrupted pc: its saved fp
@@ -223,7 +301,8 @@ class Unwinder:
                     vector=hw.vector, mnemonic=mnemonic(hw.vector) if hw.vector is not None
                     and hw.vector < 256 else None, error_code=hw.error_code,
                     from_cpl=hw.cs & 3, to_cpl=cpl, frame_address=hw.ip_addr, stub=sym,
-                    stack_switch=hw.stack_switch, after_instruction=after)
+                    stack_switch=hw.stack_switch, after_instruction=after, recognized_by=how,
+                    found_by=found_by)
                 return new, "interrupt", b, hw.cs & 3
             self.notes.append(f"frame at {pc:#x} is in entry stub "
                               f"{loc.symbol if loc else '?'} but no hardware frame was found "

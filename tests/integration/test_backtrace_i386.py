@@ -184,3 +184,40 @@ def test_gdb_bt_does_not_reach_the_interrupted_code(stops) -> None:
     """The reason kd bt exists: gdb's own bt stops (or derails) at the first trap frame."""
     for stop in stops[2:]:
         assert "brk_inner" not in stop["gdb"] and "ulevel3" not in stop["gdb"]
+
+
+def test_stabs_lookups_equal_addr2line_on_the_kernel() -> None:
+    """Every function start (ELF STT_FUNC and STABS N_FUN) and 2,000 random addresses of the
+    executable sections of kernel-i386.elf (padding included): kdiag's STABS answer equals
+    binutils' addr2line (which reads STABS), except where addr2line has no line either (the
+    multiboot header: data, answered from the symbol table as "entry.o:?")."""
+    import random
+    import subprocess
+
+    from kdiag.symbols import Symbolizer
+    from kdiag.symbols.elffile import SHF_EXECINSTR, ElfFile
+    from kdiag.symbols.stabs import StabTable, read_lines
+
+    L.build_kernel("i386")
+    sym = Symbolizer(use_cache=False)
+    sym.add_elf(ELF)
+    with ElfFile(ELF) as e:
+        funcs = [v for _n, v, size, info, _s in e.symbols() if info & 0xF == 2]
+        stab_funcs = read_lines(StabTable(e.section_data(".stab"), e.section_data(".stabstr")))
+        code = [a for sc in e.sections if sc.flags & SHF_EXECINSTR
+                for a in range(sc.addr, sc.addr + sc.size)]
+    starts = sorted(set(funcs) | {f[0] for f in stab_funcs.funcs})
+    addrs = starts + random.Random(6).sample(code, 2000)
+    out = subprocess.run(["addr2line", "-f", "-e", str(ELF)], input="\n".join(map(hex, addrs)),
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(starts) >= 60 and len(out) == 2 * len(addrs)
+    compared = 0
+    for n, a in enumerate(addrs):
+        expected = (out[2 * n], out[2 * n + 1].split(" (")[0])
+        if expected[1].endswith(":?"):
+            continue
+        loc = sym.lookup(a)
+        assert loc is not None and loc.source == "stabs", hex(a)
+        assert (loc.function or "??", f"{loc.file}:{loc.line}") == expected, hex(a)
+        compared += 1
+    assert compared >= len(addrs) - 10

@@ -273,3 +273,21 @@ def test_json_is_hex_strings(elf32: Path) -> None:
     doc = render.to_json(m.run(m.addr("leaf", 6), sp, fp))
     assert doc["frames"][0]["pc"].startswith("0x") and doc["word_size"] == 4
     assert doc["frames"][1]["symbol"] == "mid"
+
+
+def test_declared_stub(elf32: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stub no built-in list knows (here `top`) is crossed once declared (KDIAG_ENTRY_STUBS
+    or `--stub`), and says how it was recognized."""
+    m = Machine(elf32, 32)
+    m.put(0x9400, 0x9480, m.addr("mid", 5))
+    m.put(0x9480, 0, m.addr("_start", 5))
+    jos_trap_frame(m, 0x9100, m.addr("leaf", 4), 0x08, 0x2, 14, saved_ebp=0x9400)
+    m.put(0x90F0, 0x9400, m.addr("top", 5))
+    plain = m.run(m.addr("handler", 4), 0x90E0, 0x90F0)
+    assert not any(f.boundary for f in plain.frames)
+    monkeypatch.setenv("KDIAG_ENTRY_STUBS", "isr9, top")
+    bt = m.run(m.addr("handler", 4), 0x90E0, 0x90F0)
+    assert names(bt) == ["handler", "top", "leaf", "mid", "_start"]
+    b = bt.frames[2].boundary
+    assert b is not None and (b.recognized_by, b.found_by, b.vector) == ("declared", "scan", 14)
+    assert render.to_json(bt)["frames"][2]["boundary"]["recognized_by"] == "declared"
