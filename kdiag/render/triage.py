@@ -5,7 +5,9 @@ evidence and advice, the decisive registers and notes. ``to_json``: the DESIGN.m
 (``outcome``, ``cpu``, ``mode``, ``trigger``, ``chain``, ``first_fault``, ``registers``,
 ``location``, ``causes``, ``resets_before``, ``notes``) plus ``verdict``, ``log``,
 ``resets_before_exact`` and ``memory`` (live or core triage: the page walks of RIP/RSP/CR2, the
-IDT gates, GDT entries and TSS stacks read, each with ``ok`` and, when wrong, the ``entry``). Addresses and register values are hex strings.
+IDT gates, GDT entries and TSS stacks read, each with ``ok`` and, when wrong, the ``entry``) and
+``backtrace`` (live or core with an ELF: the ``kdiag bt --json`` document of the stack at the
+fault, else null). Addresses and register values are hex strings.
 """
 
 from __future__ import annotations
@@ -127,6 +129,34 @@ def _memcheck_json(m: MemCheck) -> dict[str, Any]:
             "text": m.text, "entry": m.entry, "stop": m.stop, "level": m.level}
 
 
+def _fold_repeats(lines: list[str]) -> list[str]:
+    """Fold runs of identical frames (``#N  0x... in f``, the same but for N: a recursion) into
+    the first one and a count, so a stack overflow does not bury the rest of the report."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        body = lines[i].split(None, 1)[1] if lines[i].startswith("#") else None
+        j = i + 1
+        while body is not None and j < len(lines) and lines[j].startswith("#") \
+                and lines[j].split(None, 1)[1:] == [body]:
+            j += 1
+        out.append(lines[i])
+        if j - i > 2:
+            out.append(f"    ... the same frame {j - i - 1} more times (recursion)")
+        else:
+            out += lines[i + 1:j]
+        i = j
+    return out
+
+
+def _backtrace_json(diag: Diagnosis) -> dict[str, Any] | None:
+    if diag.backtrace is None:
+        return None
+    from kdiag.render.backtrace import to_json as bt_json
+
+    return bt_json(diag.backtrace)
+
+
 def to_json(diag: Diagnosis) -> dict[str, Any]:
     lm = _long_mode(diag)
     ch = diag.chain
@@ -167,6 +197,7 @@ def to_json(diag: Diagnosis) -> dict[str, Any]:
         "resets_before_exact": diag.resets_before_exact,
         "notes": list(diag.notes),
         "memory": [_memcheck_json(m) for m in diag.memory],
+        "backtrace": _backtrace_json(diag),
         "log": {"path": diag.log_path, "size": diag.log_size,
                 "scanned_bytes": diag.scanned_bytes} if diag.log_path is not None else None,
     }
@@ -309,6 +340,12 @@ def to_text(diag: Diagnosis, registers: bool = True) -> str:
                 out += _wrap(f"- {src}{e.text}", "     ", cont="       ")
             if c.advice:
                 out += _wrap(f"advice: {c.advice}", "     ")
+    if diag.backtrace is not None and diag.backtrace.frames:
+        from kdiag.render.backtrace import to_text as bt_text
+
+        out.append("")
+        out.append("Backtrace (the same unwinder as kd bt):")
+        out += ["  " + line for line in _fold_repeats(bt_text(diag.backtrace).splitlines())]
     if diag.memory:
         out.append("")
         out.append("Memory (read from the machine):")

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from kdiag.target.base import Target
     from kdiag.triage.location import KernelImage
     from kdiag.triage.memory import MemCheck
+    from kdiag.unwind.frames import Backtrace
 
 
 INITIAL_WINDOW = 256 << 10
@@ -206,10 +207,27 @@ def diagnose(chain: FatalChain, image: KernelImage | None = None, target: Target
     if target is not None and (final or state) is not None:
         diag.memory = _inspect(target, final or state, chain)  # type: ignore[arg-type]
         facts.extra["memory"] = diag.memory
+        if image:
+            diag.backtrace = _backtrace(target, image, final or state)  # type: ignore[arg-type]
     diag.causes = rank(run_rules(facts)) if chain.fatal else []
     diag.notes = list(chain.notes) + _notes(chain, diag)
     diag.verdict = _verdict(diag)
     return diag
+
+
+BACKTRACE_LIMIT = 24
+
+
+def _backtrace(target: Target, image: KernelImage, st: CpuState) -> Backtrace | None:
+    """The call stack at ``st`` through the same unwinder and symbolizer as ``kd bt`` /
+    ``kdiag bt`` (CFI, frame pointers, interrupt frames); None when it cannot start."""
+    from kdiag.unwind import unwind
+
+    try:
+        return unwind(target, image.symbolizer, state=st, limit=BACKTRACE_LIMIT)
+    except Exception as err:  # noqa: BLE001 - a backtrace is a bonus, never fatal
+        warning(__name__, "backtrace failed: %s", err)
+        return None
 
 
 def _inspect(target: Target, st: CpuState, chain: FatalChain) -> list[MemCheck]:

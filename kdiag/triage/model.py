@@ -14,6 +14,7 @@ from kdiag.x86.state import CpuState
 
 if TYPE_CHECKING:
     from kdiag.triage.memory import MemCheck
+    from kdiag.unwind.frames import Backtrace
 
 __all__ = ["Cause", "Diagnosis", "Evidence", "Location"]
 
@@ -90,6 +91,8 @@ class Diagnosis:
     log_size: int | None = None
     scanned_bytes: int | None = None
     memory: list[MemCheck] = field(default_factory=list)  # live/core: what memory showed
+    # live/core with an ELF: the call stack at the fault, from the same unwinder as `kd bt`
+    backtrace: Backtrace | None = None
 
     @property
     def cpu(self) -> int | None:

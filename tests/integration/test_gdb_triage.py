@@ -119,6 +119,12 @@ def test_kd_triage_names_the_expected_cause_and_the_entry(stopped: Stopped) -> N
     elif stopped.scenario == "stack-overflow":
         assert doc["location"]["symbol"].startswith("recurse")
         assert mem["IDT[0x08] (#DF)"]["ok"], mem  # the gate is fine; there is no IST for it
+    # the call stack at the fault, from the same unwinder as `kd bt`: frame 0 is the location
+    frames = doc["backtrace"]["frames"]
+    assert frames and frames[0]["pc"] == doc["registers"]["rip"], doc["backtrace"]
+    assert frames[0]["symbol"] == doc["location"]["symbol"]
+    if stopped.scenario == "stack-overflow":  # deep in the recursion, called from recurse
+        assert len(frames) > 3 and all(f["symbol"].startswith("recurse") for f in frames[:4])
     elif stopped.scenario == "idt-missing":
         assert doc["registers"]["idtr"]["limit"] == "0x0"
 
@@ -129,6 +135,9 @@ def test_kd_triage_text_puts_the_verdict_first(stopped: Stopped) -> None:
     assert lines[0].startswith("TRIPLE FAULT")
     assert "most likely " + EXPECTED[stopped.scenario] in " ".join(lines[1:6])
     assert "Memory (read from the machine):" in text and "Registers" not in text
+    assert "Backtrace (the same unwinder as kd bt):" in text
+    if stopped.scenario == "stack-overflow":
+        assert "more times (recursion)" in text
 
 
 def test_live_agrees_with_the_log_of_the_same_run(stopped: Stopped) -> None:

@@ -314,3 +314,16 @@ def test_live_random_page_tables(entries: list[tuple[int, int, int]], cr2: int) 
         t.write_u64(table + 8 * idx, val)
     diag = triage_state(s, target=t)
     assert diag.outcome == "triple-fault" and diag.memory
+
+
+def test_triage_text_folds_a_recursing_backtrace() -> None:
+    from kdiag.render.triage import _fold_repeats
+
+    lines = ["#0  0x1 in a at a.c:1", "#1  0x2 in b at b.c:2", "#2  0x2 in b at b.c:2",
+             "#3  0x2 in b at b.c:2", "#4  0x3 in c at c.c:3", "(end of the chain)"]
+    assert _fold_repeats(lines) == [
+        "#0  0x1 in a at a.c:1", "#1  0x2 in b at b.c:2",
+        "    ... the same frame 2 more times (recursion)", "#4  0x3 in c at c.c:3",
+        "(end of the chain)"]
+    two = ["#0  0x1 in a", "#1  0x1 in a", "--- interrupt 14 (#PF) from CPL3 ---"]
+    assert _fold_repeats(two) == two  # a pair is shown as it is
