@@ -7,11 +7,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from qmp_tools import launcher as L
 
 ROOT = Path(__file__).resolve().parents[2]
 INIT = ROOT / "gdbext" / "init.py"
@@ -82,6 +86,11 @@ class MiGdb:
         self.console("delete")
         return next(r for r in resp if r.get("message") == "stopped")["payload"] or {}
 
+    def cont(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Continue and wait for the next stop; return the *stopped payload."""
+        self.gdb.write("-exec-continue", read_response=False)
+        return self.wait_stopped(timeout)
+
     def interrupt_after(self, seconds: float, timeout: float = 30.0) -> dict[str, Any]:
         self.gdb.write("-exec-continue", read_response=False)
         time.sleep(seconds)
@@ -129,3 +138,20 @@ def kdiag_lines(serial: str) -> dict[str, dict[str, str]]:
             key = f"STACK {fields.get('name')}"
         out[key] = fields
     return out
+
+
+@contextlib.contextmanager
+def vm_with_gdb(config: L.QemuConfig, elf: Path | None = KERNEL_ELF
+                ) -> Iterator[tuple[L.QemuInstance, MiGdb]]:
+    """Start QEMU with ``config`` (it should ask for a gdbstub, usually ``wait_gdb=True``),
+    attach a :class:`MiGdb` with kdiag loaded, and stop both on the way out."""
+    vm = L.QemuInstance.start(config)
+    gdb = None
+    try:
+        assert vm.gdb_port is not None, "the config asks for no gdbstub"
+        gdb = MiGdb(vm.gdb_port, elf)
+        yield vm, gdb
+    finally:
+        if gdb is not None:
+            gdb.close()
+        vm.stop()

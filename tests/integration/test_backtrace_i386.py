@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from qmp_tools import launcher as L
+from tests.integration.gdb_session import MiGdb
 
 ROOT = Path(__file__).resolve().parents[2]
 ELF = ROOT / "kernel" / "build" / "kernel-i386.elf"
@@ -25,52 +24,9 @@ ELF = ROOT / "kernel" / "build" / "kernel-i386.elf"
 pytestmark = pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb not installed")
 
 
-class GdbSession:
-    """gdb over MI (pygdbmi), attached to QEMU's gdbstub with the kdiag extension loaded."""
-
-    def __init__(self, port: int, elf: Path) -> None:
-        from pygdbmi.gdbcontroller import GdbController
-
-        self.gdb = GdbController(command=["gdb", "--nx", "--quiet", "--interpreter=mi3"],
-                                 time_to_check_for_additional_output_sec=0.01)
-        for line in ("set pagination off", "set confirm off", "set width 0",
-                     "set architecture i386:x86-64", f"file {elf}",
-                     f"source {ROOT / 'gdbext' / 'init.py'}",
-                     f"target remote 127.0.0.1:{port}"):
-            self.console(line)
-
-    def _until(self, done: Any, timeout: float) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            batch = self.gdb.get_gdb_response(timeout_sec=0.2, raise_error_on_timeout=False)
-            out += batch
-            if any(done(r) for r in batch):
-                return out
-        raise TimeoutError(f"gdb did not answer in {timeout}s: {out[-5:]}")
-
-    def console(self, line: str, timeout: float = 60.0) -> str:
-        """Run a CLI command; return its console output; raise on an error result."""
-        esc = line.replace("\\", "\\\\").replace('"', '\\"')
-        self.gdb.write(f'-interpreter-exec console "{esc}"', read_response=False)
-        resp = self._until(lambda r: r.get("type") == "result", timeout)
-        result = next(r for r in resp if r.get("type") == "result")
-        if result.get("message") == "error":
-            raise RuntimeError(f"gdb: {line}: {result.get('payload')}")
-        return "".join(r.get("payload") or "" for r in resp if r.get("type") == "console")
-
-    def cont(self, timeout: float = 60.0) -> dict[str, Any]:
-        """Continue and wait for the next stop; return the *stopped payload."""
-        self.gdb.write("-exec-continue", read_response=False)
-        resp = self._until(lambda r: r.get("type") == "notify" and r.get("message") == "stopped",
-                           timeout)
-        return next(r for r in resp if r.get("message") == "stopped")["payload"] or {}
-
-    def close(self) -> None:
-        try:
-            self.gdb.exit()
-        except Exception:
-            pass
+# gdb over MI (pygdbmi) with the kdiag extension loaded; the other backtrace modules import it
+# from here under this name.
+GdbSession = MiGdb
 
 
 def serial_blocks(text: str) -> list[list[str]]:

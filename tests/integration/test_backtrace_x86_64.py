@@ -23,6 +23,7 @@ import pytest
 from kdiag.symbols import Symbolizer
 from kdiag.symbols.elffile import ElfFile
 from qmp_tools import launcher as L
+from tests.integration.gdb_session import vm_with_gdb
 from tests.integration.test_backtrace_i386 import GdbSession
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,17 +37,10 @@ def built() -> Path:
 
 @pytest.fixture(scope="module")
 def session(built: Path) -> Iterator[tuple[L.QemuInstance, GdbSession]]:
-    vm = L.QemuInstance.start(L.QemuConfig(kernel="x86_64", scenario="null-deref", gdb_port=0,
-                                           wait_gdb=True, build=False))
-    gdb = None
-    try:
-        assert vm.gdb_port is not None
-        gdb = GdbSession(vm.gdb_port, ELF)
-        yield vm, gdb
-    finally:
-        if gdb is not None:
-            gdb.close()
-        vm.stop()
+    cfg = L.QemuConfig(kernel="x86_64", scenario="null-deref", gdb_port=0, wait_gdb=True,
+                       build=False)
+    with vm_with_gdb(cfg, ELF) as pair:
+        yield pair
 
 
 def frame_names(text: str) -> list[str]:
