@@ -2,8 +2,10 @@
 
 Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``
 (exit 0 success, 1 a diagnosed error in the input, 2 usage or unusable input). Errors derived from
-:class:`kdiag.errors.KdiagError` become one line on stderr, ``kdiag: error: ...``; ``--traceback``
-shows the full story instead. Modules are discovered, so adding a command is adding a file.
+:class:`kdiag.errors.KdiagError` and ``OSError`` become one line on stderr, ``kdiag: error: ...``
+(exit 2 unless the error says otherwise); any other exception is a kdiag bug and still one line,
+``kdiag: internal error: ...`` (exit 70, EX_SOFTWARE). ``--traceback`` shows the full story
+instead. Modules are discovered, so adding a command is adding a file.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from types import ModuleType
 
 from kdiag import __version__
 from kdiag.errors import KdiagError
+
+EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h): an unexpected error inside kdiag
 
 
 def _command_names() -> list[str]:
@@ -98,6 +102,18 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 0
+    except OSError as err:  # a file the command reads or writes: one line, like KdiagError
+        if getattr(args, "traceback", False):
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"kdiag: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - a bug: still one line, and how to report it
+        if getattr(args, "traceback", False):
+            raise
+        print(f"kdiag: internal error: {type(err).__name__}: {err} (a kdiag bug: rerun with "
+              "--traceback and report it)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":
