@@ -4,7 +4,8 @@ The anchor is what a developer pays today for one look at the system registers: 
 ``monitor info registers`` round trip through the gdbstub (``qRcmd``; QEMU formats the whole
 register dump and gdb relays it). Each ``kd`` command needs at least that one round trip (GDTR,
 IDTR and TR exist nowhere else), plus gdb's register packet and the table reads; the MSR
-commands also inject ``rdmsr`` (about twenty packets: see ``gdbext/target.py``).
+commands also inject ``rdmsr`` (17 round trips for one MSR, one a single step of the guest:
+see ``gdbext/target.py``). The round trips of each cold run are counted and printed.
 Target: each command within 3x of the anchor.
 
 Set-up: the bundled kernel booted healthy to ``[kernel] ready``; one ``gdb -batch`` attaches,
@@ -53,6 +54,34 @@ def t(cmd):
     return time.perf_counter() - t0, s
 for _ in range(3):
     t(ANCHOR_CMD)  # connection warm-up, not counted
+
+def round_trips(cmd):
+    """gdbstub round trips of one cold run: every packet or monitor command kdiag sends
+    (gdb.execute of `maintenance packet`/`monitor`) plus gdb's own m packets for a
+    read_memory (2 KiB each: QEMU's PacketSize is 0x1000 hex digits). Counted in a run of
+    its own (the wrappers cost time)."""
+    n = [0]
+    real_exec, real_sel = gt._execute, gdb.selected_inferior
+    class Inf:
+        def __init__(self, inf):
+            self._inf = inf
+        def read_memory(self, addr, size):
+            n[0] += max(1, -(-int(size) // 2048))
+            return self._inf.read_memory(addr, size)
+        def __getattr__(self, name):
+            return getattr(self._inf, name)
+    def counting_exec(c):
+        n[0] += 1
+        return real_exec(c)
+    gt._execute = counting_exec
+    gdb.selected_inferior = lambda: Inf(real_sel())
+    try:
+        gt.forget()
+        gdb.execute(cmd, to_string=True)
+    finally:
+        gt._execute, gdb.selected_inferior = real_exec, real_sel
+    return n[0]
+
 for cmd in cmds:
     first = t(cmd)  # the session's first run of this command (symbols not yet cached)
     anchor, cold, warm = [], [], []
@@ -64,7 +93,8 @@ for cmd in cmds:
     out["commands"][cmd] = {"anchor": statistics.median(anchor), "cold": statistics.median(cold),
                             "warm": statistics.median(warm), "first": first[0],
                             "anchor_min": min(anchor), "cold_min": min(cold),
-                            "warm_min": min(warm), "text": first[1]}
+                            "warm_min": min(warm), "text": first[1],
+                            "round_trips": round_trips(cmd)}
 with open(OUT, "w") as f:
     json.dump(out, f)
 '''
@@ -146,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                      "first_s": r["first"], "ratio": r["cold"] / r["anchor"],
                      "warm_ratio": r["warm"] / r["anchor"],
                      "best_ratio": r["cold_min"] / r["anchor_min"],
-                     "best_warm_ratio": r["warm_min"] / r["anchor_min"]}
+                     "best_warm_ratio": r["warm_min"] / r["anchor_min"],
+                     "round_trips": r["round_trips"]}
         report(f"{cmd} cold", r["cold"], ANCHOR, r["anchor"], target="<= 3x")
         report(f"{cmd} warm", r["warm"], ANCHOR, r["anchor"])
     print("best of the rounds (the least disturbed by other load on the host):")
@@ -155,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                target="<= 3x")
     misses = [c for c, r in rows.items() if r["ratio"] > 3.0]
     best_misses = [c for c, r in rows.items() if r["best_ratio"] > 3.0]
+    print("gdbstub round trips of a cold run (the anchor is 1): "
+          + ", ".join(f"{c} {r['round_trips']}" for c, r in rows.items()))
     print("first run of the session (symbols not yet cached): "
           + ", ".join(f"{c} {r['first_s'] * 1e3:.1f} ms" for c, r in rows.items()))
     problems = check_answers(res, kd)

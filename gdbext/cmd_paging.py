@@ -11,6 +11,7 @@ used and every output says so. ``--pat VALUE`` skips the read.
 from __future__ import annotations
 
 import argparse
+import contextlib
 from typing import Any
 
 import gdb  # type: ignore[import-not-found]
@@ -55,6 +56,13 @@ def _with_pat(args: argparse.Namespace, target: Any) -> argparse.Namespace:
     return args
 
 
+def _reads(target: Any) -> contextlib.AbstractContextManager[Any]:
+    """Keep QEMU's physical mode on across the table reads of one command (packet reads;
+    the pmemsave path needs no switching at all)."""
+    hold = getattr(target, "physical_reads", None)
+    return hold() if callable(hold) else contextlib.nullcontext()
+
+
 def _paging_options(parser: argparse.ArgumentParser) -> None:
     P.add_paging_arguments(parser, with_json=False)
     parser.add_argument("--no-msr", action="store_true",
@@ -95,7 +103,9 @@ Examples:
 
     def run(self, args: argparse.Namespace, ctx: Context) -> Any:
         t = ctx.target()
-        return P.walk_report(t, _with_pat(args, t), list(args.va), cache=_cache(t))
+        args = _with_pat(args, t)
+        with _reads(t):
+            return P.walk_report(t, args, list(args.va), cache=_cache(t))
 
 
 class KdPt(KdCommand):
@@ -142,7 +152,9 @@ Examples:
 
     def run(self, args: argparse.Namespace, ctx: Context) -> Any:
         t = ctx.target()
-        return P.pt_report(t, _with_pat(args, t), cache=_cache(t))
+        args = _with_pat(args, t)
+        with _reads(t):
+            return P.pt_report(t, args, cache=_cache(t))
 
 
 class KdP2v(KdCommand):
@@ -166,7 +178,9 @@ Examples:
 
     def run(self, args: argparse.Namespace, ctx: Context) -> Any:
         t = ctx.target()
-        return P.p2v_report(t, _with_pat(args, t), args.pa, cache=_cache(t))
+        args = _with_pat(args, t)
+        with _reads(t):
+            return P.p2v_report(t, args, args.pa, cache=_cache(t))
 
 
 class KdV2p(gdb.Function):  # type: ignore[misc]
@@ -183,7 +197,8 @@ Uses the live CR3 and paging mode, like the CPU. Example: p/x $kd_v2p($rip)"""
 
         target = GdbTarget()
         try:
-            return translate(target, int(va) & (2**64 - 1), cache=_cache(target))
+            with target.physical_reads():
+                return translate(target, int(va) & (2**64 - 1), cache=_cache(target))
         except KdiagError as err:
             raise gdb.GdbError(f"$kd_v2p: {err}") from None
         finally:

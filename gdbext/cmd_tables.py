@@ -6,8 +6,17 @@ import argparse
 from typing import Any
 
 from gdbext.common import Context, KdCommand, int_arg
-from kdiag.errors import MsrUnavailable
+from kdiag.errors import KdiagError, MsrUnavailable
+from kdiag.machine.tables import prefetch_tables, read_tss, stack_probe_ranges, table_ranges
 from kdiag.render import reports
+
+
+def _prefetch(target: Any, which: tuple[str, ...]) -> None:
+    """Read the tables a report needs ahead, in as few requests as the target can."""
+    try:
+        prefetch_tables(target, target.state(), which)
+    except KdiagError:
+        pass  # the report's own reads raise the real error
 
 
 def _range(parser: argparse.ArgumentParser, what: str) -> None:
@@ -112,6 +121,7 @@ Examples:
         _range(parser, "vector")
 
     def run(self, args: argparse.Namespace, ctx: Context) -> Any:
+        _prefetch(ctx.target(), ("gdt", "idt", "tss"))  # the gates are checked against both
         return reports.idt_report(ctx.target(), verbose=args.verbose, select=_selected(args),
                                   symbolize=ctx.symbolize, show_all=args.all)
 
@@ -140,7 +150,14 @@ Examples:
     aliases = ("info tss",)
 
     def run(self, args: argparse.Namespace, ctx: Context) -> Any:
-        return reports.tss_report(ctx.target(), verbose=args.verbose, symbolize=ctx.symbolize)
+        t = ctx.target()
+        try:  # the TSS, then in one go the IDT (which vectors use each IST) and the pages
+            st = t.state()  # below the stack tops (nearby ones merge into one read)
+            prefetch_tables(t, st, ("tss",))
+            t.prefetch_virt(table_ranges(st, ("idt",)) + stack_probe_ranges(read_tss(t, st)))
+        except KdiagError:
+            pass  # the report's own reads raise the real error
+        return reports.tss_report(t, verbose=args.verbose, symbolize=ctx.symbolize)
 
 
 def register() -> None:

@@ -30,7 +30,6 @@ line (no Python traceback; ``kd debug on`` shows tracebacks for bug reports).
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import traceback
 from collections.abc import Callable
@@ -124,8 +123,14 @@ def symbolize(addr: int) -> str | None:
     return result
 
 
+# Renderers memoize output per symbolizer generation (kdiag.render.tables): a new objfile
+# changes what addresses resolve to.
+symbolize.generation = 0  # type: ignore[attr-defined]
+
+
 def _forget_symbols(*_: object) -> None:
     _SYMBOL_CACHE.clear()
+    symbolize.generation += 1  # type: ignore[attr-defined]
 
 
 def connect_events() -> None:
@@ -218,8 +223,11 @@ class KdCommand(gdb.Command):  # type: ignore[misc]
             if report is None:
                 return
             if getattr(args, "json", False):
-                # One line: the C encoder (indent= forces the pure-Python one, ~10x slower).
-                gdb.write(json.dumps(report.doc) + "\n")
+                # One line: the C encoder (indent= forces the pure-Python one, ~10x slower),
+                # with pre-rendered tables spliced in (the same text as json.dumps).
+                from kdiag.render.tables import dumps
+
+                gdb.write(dumps(report.doc) + "\n")
             else:
                 gdb.write(report.text + "\n")
         except gdb.GdbError:

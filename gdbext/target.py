@@ -9,11 +9,16 @@ Sources:
   (``-a`` when there are several CPUs; the block of the selected thread's CPU), parsed by
   :func:`kdiag.qemulog.regdump.parse_register_dump`;
 - virtual memory: gdb's ``read_memory`` (QEMU translates with the CPU's own page tables);
-- physical memory: ``maintenance packet Qqemu.PhyMemMode:1`` around the read, the previous
-  mode restored afterwards (then ``maintenance flush register-cache``); reads of 64 KiB or
-  more go through ``monitor pmemsave`` into a private (0700) temporary directory when QEMU
-  runs on this host (checked once against a packet read). QEMU's physical mode returns
-  zeros for addresses outside RAM, so reads are checked against ``monitor info mtree -f``;
+  reads of 1 KiB or more go through ``monitor memsave`` (QEMU's own virtual-address dump,
+  the same translation) when QEMU runs on this host and has one CPU. Within one command
+  (one GdbTarget; the guest does not run) bytes read once are served again from memory, and
+  :meth:`GdbTarget.prefetch_virt` reads several nearby tables in one request;
+- physical memory: ``Qqemu.PhyMemMode:1`` around the read, the previous mode restored
+  afterwards (:meth:`GdbTarget.physical_reads` keeps it on across many reads); reads of
+  64 KiB or more go through ``monitor pmemsave``. Both file paths write into a private
+  (0700) temporary directory and are checked once per connection against a packet read.
+  QEMU's physical mode returns zeros for addresses outside RAM, so reads are checked against
+  ``monitor info mtree -f`` (read once per stop);
 - MSRs: EFER and the FS/GS/KERNEL_GS bases from gdb's registers; any other MSR by *injecting*
   ``rdmsr`` (:meth:`GdbTarget.read_msr`).
 
@@ -24,24 +29,29 @@ MSR injection (Intel SDM Vol. 2B RDMSR; executes only at CPL 0):
    the CPU is halted with RFLAGS.IF=0 (nothing would wake it); QEMU's single-step flags let
    interrupts in (``qqemu.sstep`` lacks NOIRQ); a gdb breakpoint or a guest debug register
    (DR0-3/DR7) is set on the instruction at RIP; the MSR is not one kdiag knows (reading an
-   MSR the CPU lacks raises #GP inside the guest) unless ``force``;
-2. save RAX, RCX, RDX, RIP, RFLAGS and the two code bytes at CS.base+RIP; snapshot every
-   general register for the final comparison;
+   MSR the CPU lacks raises #GP inside the guest) unless ``force``; gdb's cached registers
+   differ from QEMU's own dump (the guest ran behind gdb's back);
+2. save the two code bytes at CS.base+RIP; snapshot every integer register of gdb's
+   register set (general registers, RIP, RFLAGS, segment selectors, FS/GS/KERNEL_GS bases,
+   CR0/2/3/4/8, EFER) for the final comparison;
 3. write ``0f 32`` at RIP and read it back (refuse if it did not stick: ROM/flash);
 4. set ECX = index, clear RFLAGS.TF, single-step only this CPU with a raw
    ``vCont;s:pP.T`` packet under a 2 s ``remotetimeout`` (a raw step bypasses gdb's stop
    machinery: no hooks, no MI ``*stopped``, no breakpoint insertion); QEMU's NOIRQ step flag
    keeps interrupts from being delivered during the step;
 5. require RIP = old RIP + 2 (else: the step was diverted or timed out; restore and say so);
-   read EDX:EAX;
-6. restore the code bytes and RAX/RCX/RDX/RIP/RFLAGS, then re-read everything and compare with
-   the snapshot; a mismatch raises :class:`TargetError` naming the register or byte.
+   read EDX:EAX (one ``g`` packet);
+6. restore the code bytes (one ``M``) and whichever of RAX/RCX/RDX/RIP/RFLAGS changed (one
+   ``P`` each), then re-read every register from QEMU (a fresh ``g`` packet, not gdb's cache)
+   and the code bytes, and compare with the snapshot; a mismatch raises
+   :class:`TargetError` naming the register or byte (and drops gdb's register cache).
 
-Registers are written and read with single-register ``P``/``p`` packets (one round trip each;
-gdb's ``set $reg`` costs several) and gdb's register cache is flushed before the final
-comparison, which reads all registers afresh through gdb. A value read by injection is kept
-until the guest next runs (:data:`STOP_CACHE`, keyed by the general registers too), so a
-second ``kd pat`` at the same stop runs no code; the method note says which happened.
+Packets go straight to the stub (``maintenance packet``; gdb's ``set $reg`` costs several
+round trips). gdb's own register cache is never written: it still holds the
+snapshot, which the final comparison proves equal to the CPU's registers again, so gdb needs
+no re-read afterwards. A value read by injection is kept until the guest next runs
+(:data:`STOP_CACHE`, keyed by the general registers too), so a second ``kd pat`` at the same
+stop runs no code; the method note says which happened.
 
 A CPU that was halted (HLT) resumes after the ``hlt`` instead of sleeping until its next
 interrupt (the step woke it); the method note says so.
@@ -49,13 +59,15 @@ interrupt (the step woke it); the method note says so.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import gdb  # type: ignore[import-not-found]
 
@@ -73,8 +85,14 @@ from kdiag.x86.state import CpuState
 
 GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12",
         "r13", "r14", "r15")
+# The integer registers of QEMU's x86-64 register set: snapshot and verified by the injection.
+INT_REGS = (*GPRS, "rip", "eflags", "cs", "ss", "ds", "es", "fs", "gs", "fs_base", "gs_base",
+            "k_gs_base", "cr0", "cr2", "cr3", "cr4", "cr8", "efer")
 PMEMSAVE_MIN = 64 * 1024
+MEMSAVE_MIN = 1024  # a virtual read this big costs more as packets than as one memsave
+VCACHE_MAX = 1 << 20  # bytes of virtual memory kept per command
 PACKET = 4096
+PAGE = 4096
 _RECEIVED = re.compile(r'received: "(.*)"', re.S)
 _STATUS = re.compile(r"VM status:\s*(.*)")
 _DR = re.compile(r"\b(DR[0-7])=([0-9a-fA-F]+)")
@@ -93,11 +111,13 @@ UNCACHED_MSRS = frozenset({int(Msr.IA32_TSC)})
 class _StopCache:
     """Facts that hold until the guest next runs, shared by the commands typed at one stop.
 
-    Cleared on every gdb ``cont``/``stop``/``exited`` event and when the connection changes.
-    Holds the CPU count, QEMU's PhyMemMode and single-step flags (which only a user's own
-    ``maintenance packet`` changes: the injection verifies its outcome anyway), and MSR values
-    read by injection, keyed by CPU, index *and* the general registers at the time (a guest
-    resumed behind gdb's back, e.g. over QMP, changes them and misses the cache).
+    Cleared on every gdb ``cont``/``stop``/``exited`` event, when the connection changes and
+    when the user changes memory or a register through gdb (``memory_changed``,
+    ``register_changed``). Holds QEMU's PhyMemMode and single-step flags (which only a user's
+    own ``maintenance packet`` changes: the injection verifies its outcome anyway), QEMU's
+    memory map, and MSR values read by injection, keyed by CPU, index *and* the general
+    registers at the time (a guest resumed behind gdb's back, e.g. over QMP, changes them and
+    misses the cache).
     """
 
     def __init__(self) -> None:
@@ -111,7 +131,7 @@ class _StopCache:
         if self.connected:
             return
         for name in ("cont", "stop", "exited", "new_inferior", "inferior_deleted",
-                     "connection_removed", "new_thread"):
+                     "connection_removed", "new_thread", "memory_changed", "register_changed"):
             event = getattr(gdb.events, name, None)
             if event is not None:
                 event.connect(self.clear)
@@ -124,7 +144,19 @@ class _StopCache:
 
 
 STOP_CACHE = _StopCache()
-_CPU_COUNT: dict[tuple[object, ...], int] = {}
+# Facts about one gdb connection (QEMU process): CPU count, the remote register layout, whether
+# QEMU's files (memsave/pmemsave) reach this process. Keyed by _conn_key().
+_CONN: dict[tuple[object, ...], dict[str, Any]] = {}
+_FILES: dict[str, str] = {}
+
+
+def _conn_key() -> tuple[object, ...]:
+    inf = gdb.selected_inferior()
+    return (inf.num, inf.pid, getattr(inf, "connection_num", None))
+
+
+def _conn() -> dict[str, Any]:
+    return _CONN.setdefault(_conn_key(), {})
 
 
 def forget() -> None:
@@ -132,16 +164,53 @@ def forget() -> None:
     STOP_CACHE.clear()
 
 
+def _private_dir() -> str:
+    """One private (0700) directory per gdb process for QEMU's memsave/pmemsave files, on a
+    tmpfs when there is one (creating a file there costs less), removed at exit."""
+    path = _FILES.get("dir")
+    if path is None or not os.path.isdir(path):
+        base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) \
+            else None
+        path = tempfile.mkdtemp(prefix="kdiag-gdb-", dir=base)  # mode 0700
+        _FILES["dir"] = path
+        if not _FILES.get("atexit"):
+            atexit.register(_remove_private_dir)
+            _FILES["atexit"] = "1"
+    return path
+
+
+def _remove_private_dir() -> None:
+    _FILES.pop("file", None)
+    path = _FILES.pop("dir", None)
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _execute(cmd: str) -> str:
     try:
         return str(gdb.execute(cmd, to_string=True))
     except gdb.error as err:
-        text = str(err)
-        if "Remote connection closed" in text or "not being run" in text or \
-                "The program has no registers" in text:
-            raise TargetGone(f"gdb lost the target ({text}); reconnect with "
-                             "`target remote 127.0.0.1:PORT`") from err
-        raise TargetError(f"`{cmd}` failed: {text}") from err
+        raise _target_error(cmd, err) from err
+
+
+def _target_error(what: str, err: BaseException) -> TargetError:
+    text = str(err)
+    if "Remote connection closed" in text or "not being run" in text or \
+            "The program has no registers" in text:
+        return TargetGone(f"gdb lost the target ({text}); reconnect with "
+                          "`target remote 127.0.0.1:PORT`")
+    return TargetError(f"`{what}` failed: {text}")
+
+
+def _send(payload: str) -> str:
+    """Send one raw remote packet and return the reply, through ``maintenance packet``.
+    (Python's ``RemoteTargetConnection.send_packet`` costs the same round trip but makes gdb
+    drop its frame cache: the next register read then re-reads the stack, about 0.2 ms.)"""
+    out = _execute(f"maintenance packet {payload}")
+    m = _RECEIVED.search(out)
+    if not m:
+        raise TargetError(f"no reply to packet {payload!r}: {out.strip()[:80]!r}")
+    return m.group(1)
 
 
 @dataclass(frozen=True)
@@ -156,26 +225,37 @@ class MsrRead:
 class GdbTarget:
     """A Target for the gdb-selected CPU of a QEMU attached over the gdbstub.
 
-    Create one per command: it caches the register state, the memory map and the physical
-    mode it found, and must not outlive a resume of the guest.
+    Create one per command: it caches the register state and the memory it read, and must
+    not outlive a resume of the guest.
     """
 
     name = "gdb"
     msr_reads_are_passive = False  # most MSR reads step the guest (see read_msr)
+    bulk_read_max = 16 << 20
 
     def __init__(self, use_pmemsave: bool = True) -> None:
         self._check_connected()
         STOP_CACHE.connect()
         self._state: CpuState | None = None
         self._dump: str | None = None
+        self._dumped: CpuState | None = None
         self._user_phys_mode: bool | None = None
+        self._cur_phys: bool | None = None  # QEMU's PhyMemMode as kdiag left it
+        self._hold = 0  # physical_reads() depth
         self._ram: list[object] | None = None
         self._use_pmemsave = use_pmemsave
-        self._pmem_ok: bool | None = None
-        self._pmem_dir: str | None = None
-        self.bulk_read_gap = 0
+        self._vcache: list[tuple[int, bytes]] = []
+        self._last_dump_error = ""
+        self._vcache_bytes = 0
+        self._regs: dict[str, int] | None = None
         self.msr_method = ""
         self.last_msr: MsrRead | None = None
+        # Decided up front, so the first page-table read of a stop already reads ahead: with
+        # QEMU on this host one pmemsave brings a whole window of tables (checked on first use;
+        # if QEMU's files do not reach us the hints drop back to 0 and packets are used).
+        bulk = use_pmemsave and self._files_ok() is not False and self._local_qemu()
+        self.bulk_read_gap = 256 * 1024 if bulk else 0
+        self.table_readahead: int | None = None if bulk else 0  # None: TableCache's default
 
     # -- plumbing -------------------------------------------------------------------------------
     @staticmethod
@@ -193,15 +273,13 @@ class GdbTarget:
 
     def packet(self, payload: str) -> str:
         """Send a raw remote packet; return the reply payload."""
-        out = _execute(f"maintenance packet {payload}")
-        m = _RECEIVED.search(out)
-        if not m:
-            raise TargetError(f"no reply to packet {payload!r}: {out.strip()[:80]!r}")
-        return m.group(1)
+        return _send(payload)
 
     def monitor(self, command: str) -> str:
         try:
             return _execute(f"monitor {command}")
+        except TargetGone:
+            raise
         except TargetError as err:
             raise TargetError(f"`monitor {command}` failed: is this QEMU's gdbstub? ({err})") \
                 from err
@@ -218,12 +296,11 @@ class GdbTarget:
     def cpu_count(self) -> int:
         """QEMU's CPU count, from ``monitor info cpus`` once per connection (``Inferior.threads``
         refreshes gdb's thread list, which costs several round trips and drops gdb's caches)."""
-        inf = gdb.selected_inferior()
-        key = (inf.num, inf.pid, getattr(inf, "connection_num", None))
-        if key not in _CPU_COUNT:
+        conn = _conn()
+        if "cpus" not in conn:
             text = self.monitor("info cpus")
-            _CPU_COUNT[key] = max(1, len(re.findall(r"(?m)^\W*CPU #\d+", text)))
-        return _CPU_COUNT[key]
+            conn["cpus"] = max(1, len(re.findall(r"(?m)^\W*CPU #\d+", text)))
+        return int(conn["cpus"])
 
     def vm_status(self) -> str:
         m = _STATUS.search(self.monitor("info status"))
@@ -245,25 +322,33 @@ class GdbTarget:
             self._dump = text
         return self._dump
 
-    def _gdb_registers(self) -> dict[str, int]:
-        frame = gdb.newest_frame()
-        out: dict[str, int] = {}
-        for name in (*GPRS, "rip", "eflags", "cr0", "cr2", "cr3", "cr4", "cr8", "efer", "fs_base",
-                     "gs_base", "k_gs_base"):
+    def registers(self) -> dict[str, int]:
+        """gdb's (cached) integer registers of the newest frame; no packet after a stop."""
+        if self._regs is None:
+            frame = gdb.newest_frame()
+            out: dict[str, int] = {}
+            for name in INT_REGS:
+                try:
+                    out[name] = int(frame.read_register(name)) & (2**64 - 1)
+                except (ValueError, gdb.error):
+                    continue
+            self._regs = out
+        return self._regs
+
+    def dumped_state(self) -> CpuState:
+        """QEMU's own register dump, parsed (before gdb's registers are laid over it)."""
+        if self._dumped is None:
             try:
-                out[name] = int(frame.read_register(name)) & (2**64 - 1)
-            except (ValueError, gdb.error):
-                continue
-        return out
+                self._dumped = parse_register_dump(self.monitor_dump())
+            except InputError as err:
+                raise TargetError(f"cannot parse QEMU's register dump: {err}") from err
+        return self._dumped
 
     def state(self) -> CpuState:
         if self._state is not None:
             return self._state
-        try:
-            dumped = parse_register_dump(self.monitor_dump())
-        except InputError as err:
-            raise TargetError(f"cannot parse QEMU's register dump: {err}") from err
-        regs = self._gdb_registers()
+        dumped = self.dumped_state()
+        regs = self.registers()
         gpr = dict(dumped.gpr)
         for name in GPRS:
             if name in regs:
@@ -287,11 +372,39 @@ class GdbTarget:
     def invalidate(self) -> None:
         self._state = None
         self._dump = None
+        self._dumped = None
+        self._regs = None
+        self._vcache.clear()
+        self._vcache_bytes = 0
 
-    # -- memory ---------------------------------------------------------------------------------
+    # -- virtual memory -------------------------------------------------------------------------
     def read_virt(self, va: int, size: int) -> bytes:
         if size <= 0:
             return b""
+        hit = self._vcache_get(va, size)
+        if hit is not None:
+            return hit
+        data = self._read_virt_uncached(va, size)
+        self._vcache_put(va, data)
+        return data
+
+    def _vcache_get(self, va: int, size: int) -> bytes | None:
+        for start, data in self._vcache:
+            off = va - start
+            if 0 <= off and off + size <= len(data):
+                return data[off:off + size]
+        return None
+
+    def _vcache_put(self, va: int, data: bytes) -> None:
+        if self._vcache_bytes + len(data) <= VCACHE_MAX:
+            self._vcache.append((va, data))
+            self._vcache_bytes += len(data)
+
+    def _read_virt_uncached(self, va: int, size: int) -> bytes:
+        if size >= MEMSAVE_MIN and self._memsave_usable():
+            data = self._memsave(va, size)
+            if data is not None:
+                return data
         with self._virtual_mode():
             try:
                 return bytes(gdb.selected_inferior().read_memory(va, size))
@@ -302,6 +415,72 @@ class GdbTarget:
                 raise MemoryReadError(f"virtual read {va:#x}+{size:#x} failed: {err}",
                                       addr=va, size=size, physical=False) from err
 
+    def prefetch_virt(self, ranges: Iterable[tuple[int, int]]) -> None:
+        """Read these (va, size) ranges ahead, merging the ones that share pages, so the reads
+        that follow in this command cost no round trip. Merged spans never touch a page that
+        no requested range touches; a span that cannot be read is simply not cached (the real
+        read then reports the exact error)."""
+        want = sorted((va, va + size) for va, size in ranges
+                      if size > 0 and self._vcache_get(va, size) is None)
+        if not want:
+            return
+        # One memsave costs the same for 8 bytes or a few pages; through 2 KiB packets a wide
+        # gap costs packets of its own, so only near neighbours are merged then.
+        max_gap = VCACHE_MAX if self._memsave_usable() else 256
+        spans: list[list[int]] = []
+        for start, end in want:
+            if spans and (start >> 12) <= ((spans[-1][1] - 1) >> 12) + 1 and \
+                    start - spans[-1][1] <= max_gap and end - spans[-1][0] <= VCACHE_MAX:
+                spans[-1][1] = max(spans[-1][1], end)
+            else:
+                spans.append([start, end])
+        for start, end in spans:
+            try:
+                self.read_virt(start, end - start)
+            except (TranslationError, MemoryReadError):
+                continue
+
+    def probe_mapped(self, vas: Iterable[int]) -> dict[int, bool | None]:
+        """Page number -> whether one byte of it reads through the guest's paging (None:
+        unknown). Pages already read in this command cost nothing; two adjacent pages are
+        probed with one 2-byte read across their boundary."""
+        pages = sorted({(va & (2**64 - 1)) >> 12 for va in vas})
+        out: dict[int, bool | None] = {}
+        todo = []
+        for p in pages:
+            if self._vcache_get(p << 12, 1) is not None or any(
+                    start >> 12 <= p <= (start + len(data) - 1) >> 12
+                    for start, data in self._vcache):
+                out[p] = True
+            else:
+                todo.append(p)
+        i = 0
+        while i < len(todo):
+            p = todo[i]
+            if i + 1 < len(todo) and todo[i + 1] == p + 1:
+                try:
+                    self.read_virt(((p + 1) << 12) - 1, 2)
+                    out[p] = out[p + 1] = True
+                    i += 2
+                    continue
+                except (TranslationError, MemoryReadError):
+                    pass
+            out[p] = self._mapped_one(p << 12)
+            i += 1
+        return out
+
+    def _mapped_one(self, va: int) -> bool | None:
+        try:
+            self.read_virt(va, 1)
+            return True
+        except (TranslationError, MemoryReadError):
+            return False
+        except TargetGone:
+            raise
+        except TargetError:
+            return None
+
+    # -- physical memory ------------------------------------------------------------------------
     def read_phys(self, pa: int, size: int) -> bytes:
         if size < 0 or pa < 0:
             raise MemoryReadError(f"bad physical read {pa:#x}+{size:#x}", addr=pa, size=size)
@@ -329,56 +508,93 @@ class GdbTarget:
             else:
                 try:
                     self._user_phys_mode = self.packet("qqemu.PhyMemMode").strip() == "1"
+                except TargetGone:
+                    raise
                 except TargetError:
                     self._user_phys_mode = False
                 STOP_CACHE.values[key] = self._user_phys_mode
         return self._user_phys_mode
+
+    def _mode_now(self) -> bool:
+        if self._cur_phys is None:
+            self._cur_phys = self._phys_mode_now()
+        return self._cur_phys
 
     def _set_phys_mode(self, on: bool) -> None:
         reply = self.packet(f"Qqemu.PhyMemMode:{int(on)}")
         if reply != "OK":
             raise TargetError(f"QEMU refused PhyMemMode:{int(on)} ({reply!r}): physical reads "
                               "need QEMU's gdbstub (QEMU >= 4.2)")
-        _execute("maintenance flush register-cache")
+        self._cur_phys = on
+        # gdb caches code/stack memory (and frames built from it): what it read in the other
+        # mode must not survive the switch.
         with contextlib.suppress(TargetError):
             _execute("maintenance flush dcache")
+        if not on:
+            _execute("maintenance flush register-cache")
 
     @contextlib.contextmanager
-    def _physical_mode(self) -> Iterator[None]:
-        if self._phys_mode_now():
+    def _in_mode(self, phys: bool) -> Iterator[None]:
+        prev = self._mode_now()
+        if prev == phys:
             yield
             return
-        self._set_phys_mode(True)
+        self._set_phys_mode(phys)
         try:
             yield
         finally:
-            self._set_phys_mode(False)
+            if not (phys and self._hold):  # inside physical_reads(): stay physical
+                self._set_phys_mode(prev)
+
+    def _physical_mode(self) -> contextlib.AbstractContextManager[None]:
+        return self._in_mode(True)
+
+    def _virtual_mode(self) -> contextlib.AbstractContextManager[None]:
+        return self._in_mode(False)
 
     @contextlib.contextmanager
-    def _virtual_mode(self) -> Iterator[None]:
-        if not self._phys_mode_now():
-            yield
-            return
-        self._set_phys_mode(False)
+    def physical_reads(self) -> Iterator[None]:
+        """Keep QEMU's physical mode on across the reads inside (one switch on, one back),
+        instead of switching around each read; the user's mode is restored at the end."""
+        self._hold += 1
         try:
             yield
         finally:
-            self._set_phys_mode(True)
+            self._hold -= 1
+            # Nothing to undo unless a packet read switched the mode (pmemsave needs none).
+            if not self._hold and self._cur_phys is not None and \
+                    self._cur_phys != self._phys_mode_now():
+                self._set_phys_mode(self._phys_mode_now())
 
     def _check_ram(self, pa: int, size: int) -> None:
         """QEMU's physical mode reads zeros outside RAM; refuse instead of inventing bytes."""
-        if self._ram is None:
-            try:
-                from qmp_tools.target import parse_mtree_flat
-
-                self._ram = list(parse_mtree_flat(self.monitor("info mtree -f")))
-            except Exception:  # no parser or odd output: no check rather than a false error
-                self._ram = []
-        if self._ram:
+        ram = self.memory_map()
+        if ram:
             from qmp_tools.target import check_readable
 
-            check_readable(self._ram, pa, size)  # type: ignore[arg-type]
+            check_readable(ram, pa, size)  # type: ignore[arg-type]
 
+    def memory_map(self) -> list[object]:
+        """QEMU's flat memory map (``monitor info mtree -f``), read once per stop; empty when
+        it cannot be parsed (then reads are not checked against it)."""
+        if self._ram is None:
+            key = STOP_CACHE.key("mtree")
+            cached = STOP_CACHE.values.get(key)
+            if isinstance(cached, list):
+                self._ram = cached
+            else:
+                try:
+                    from qmp_tools.target import parse_mtree_flat
+
+                    self._ram = list(parse_mtree_flat(self.monitor("info mtree -f")))
+                except TargetGone:
+                    raise
+                except Exception:  # no parser or odd output: no check rather than a false error
+                    self._ram = []
+                STOP_CACHE.values[key] = self._ram
+        return self._ram
+
+    # -- QEMU's file dumps (memsave/pmemsave) ---------------------------------------------------
     def _local_qemu(self) -> bool:
         conn = getattr(gdb.selected_inferior(), "connection", None)
         details = str(getattr(conn, "details", "") or "")
@@ -386,23 +602,46 @@ class GdbTarget:
         return host in ("127.0.0.1", "localhost", "::1", "") or host.startswith("127.") or \
             details.startswith("/")
 
+    @staticmethod
+    def _files_ok() -> bool | None:
+        """Whether QEMU's memsave/pmemsave files reach this process (per connection; None:
+        not tried yet)."""
+        value = _conn().get("files")
+        return value if isinstance(value, bool) else None
+
+    @property
+    def _pmem_ok(self) -> bool | None:
+        return self._files_ok() if self._use_pmemsave else False
+
+    def _files_usable(self) -> bool:
+        return self._use_pmemsave and self._files_ok() is not False and self._local_qemu()
+
+    def _set_files_ok(self, ok: bool) -> None:
+        _conn()["files"] = ok
+        if not ok:
+            self.bulk_read_gap = 0
+            self.table_readahead = 0
+
+    def _memsave_usable(self) -> bool:
+        """``monitor memsave`` reads with the monitor's CPU (the first one unless the user
+        chose another): used only when QEMU has one CPU."""
+        return self._files_usable() and self.cpu_count() == 1
+
     def _pmemsave_usable(self) -> bool:
-        if not self._use_pmemsave:
+        if not self._files_usable():
             return False
-        if self._pmem_ok is None:
-            self._pmem_ok = False
-            if self._local_qemu():
-                try:
-                    probe_pa = self._ram_probe_address()
-                    a = self._pmemsave(probe_pa, PACKET, verify=False)
-                    with self._physical_mode():
-                        b = bytes(gdb.selected_inferior().read_memory(probe_pa, PACKET))
-                    self._pmem_ok = a is not None and a == b
-                except Exception:
-                    self._pmem_ok = False
-            if self._pmem_ok:
-                self.bulk_read_gap = 256 * 1024
-        return bool(self._pmem_ok)
+        if self._files_ok() is None:
+            try:
+                probe_pa = self._ram_probe_address()
+                a = self._dump_file("pmemsave", probe_pa, PACKET)
+                with self._physical_mode():
+                    b = bytes(gdb.selected_inferior().read_memory(probe_pa, PACKET))
+                self._set_files_ok(a is not None and a == b)
+            except TargetGone:
+                raise
+            except Exception:
+                self._set_files_ok(False)
+        return bool(self._files_ok())
 
     def _ram_probe_address(self) -> int:
         for r in self._ram or []:
@@ -410,38 +649,55 @@ class GdbTarget:
                 return int(getattr(r, "start", 0))
         return 0
 
-    def _pmemsave(self, pa: int, size: int, verify: bool = True) -> bytes | None:
-        if self._pmem_dir is None:
-            self._pmem_dir = tempfile.mkdtemp(prefix="kdiag-gdb-")  # mode 0700
-        path = os.path.join(self._pmem_dir, "pmem.bin")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        out = self.monitor(f'pmemsave {pa:#x} {size:#x} "{path}"')
+    def _dump_file(self, cmd: str, addr: int, size: int) -> bytes | None:
+        """Run ``monitor memsave|pmemsave ADDR SIZE FILE`` and return the file's bytes, or
+        None when QEMU refused (bad address: it prints an error) or the file did not reach us."""
+        path = _FILES.get("file") or os.path.join(_private_dir(), "mem.bin")
+        _FILES["file"] = path
+        # QEMU opens the file with "wb" (truncating whatever a crash left there) and prints
+        # an error instead of writing when it cannot read the range.
+        out = self.monitor(f'{cmd} {addr:#x} {size:#x} "{path}"')
+        self._last_dump_error = out.strip()
         try:
             with open(path, "rb") as f:
                 data = f.read()
         except OSError:
-            if verify:
-                self._pmem_ok = False
+            _FILES.pop("file", None)  # the directory may be gone (tmp cleaner): new one next time
             return None
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(path)
-        if len(data) != size:
-            if verify:
-                raise MemoryReadError(f"pmemsave {pa:#x}+{size:#x} wrote {len(data)} bytes: "
-                                      f"{out.strip()[:80]}", addr=pa, size=size)
+        if out.strip() or len(data) != size:
             return None
         return data
 
-    def close(self) -> None:
-        if self._pmem_dir:
-            shutil.rmtree(self._pmem_dir, ignore_errors=True)
-            self._pmem_dir = None
+    def _memsave(self, va: int, size: int) -> bytes | None:
+        data = self._dump_file("memsave", va, size)
+        if self._files_ok() is None:
+            # First file of this connection: QEMU must have written it where we read it, with
+            # the bytes gdb reads at the same address.
+            if data is None:
+                if "Invalid addr" not in self._last_dump_error:
+                    self._set_files_ok(False)  # QEMU cannot write there or we cannot read it
+                return None  # a bad address: the packet read decides; try files again later
+            with self._virtual_mode():
+                try:
+                    check = bytes(gdb.selected_inferior().read_memory(va, min(size, 256)))
+                except gdb.error:
+                    return None
+            self._set_files_ok(check == data[:len(check)])
+            if not self._files_ok():
+                return None
+        return data
 
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
+    def _pmemsave(self, pa: int, size: int, verify: bool = True) -> bytes | None:
+        data = self._dump_file("pmemsave", pa, size)
+        if data is None and verify:
+            raise MemoryReadError(f"pmemsave {pa:#x}+{size:#x} failed", addr=pa, size=size)
+        return data
+
+    def close(self) -> None:
+        self._vcache.clear()
 
     # -- MSRs -------------------------------------------------------------------------------------
     def read_msr(self, index: int, force: bool = False) -> int:
@@ -473,7 +729,8 @@ class GdbTarget:
             if index not in UNCACHED_MSRS:
                 # The registers are in gdb's cache after a stop: the key costs no packet.
                 if regs is None:
-                    regs = tuple(_read_all().items())
+                    snap = self.registers()
+                    regs = tuple((n, snap[n]) for n in (*GPRS, "rip", "eflags") if n in snap)
                 keys[index] = STOP_CACHE.key("msr", self.cpu_index, index, regs)
                 hit = STOP_CACHE.values.get(keys[index])
                 if isinstance(hit, MsrRead) and (force or index in KNOWN_MSRS):
@@ -482,6 +739,8 @@ class GdbTarget:
                     continue
             need.append(index)
         if need:
+            self._vcache.clear()  # the injection writes code bytes (and restores them)
+            self._vcache_bytes = 0
             got = inject_rdmsrs(self, need, force=force)
             for index in need:
                 read = got[index]
@@ -533,6 +792,20 @@ def _gdb_breakpoint_at(addr: int) -> str | None:
     return None
 
 
+def _stale_registers(target: GdbTarget) -> str | None:
+    """gdb's cached registers against QEMU's own dump of this command (low 32 bits: a 32-bit
+    dump has only those): a difference means the guest ran behind gdb's back (QMP ``cont``),
+    and restoring gdb's values would corrupt it."""
+    dumped = target.dumped_state().gpr
+    regs = target.registers()
+    for name in (*GPRS, "rip"):
+        if name in dumped and name in regs and (dumped[name] ^ regs[name]) & 0xFFFFFFFF:
+            return (f"gdb's ${name} ({regs[name]:#x}) differs from QEMU's ({dumped[name]:#x}): "
+                    "the guest ran behind gdb's back; run `maintenance flush register-cache` "
+                    "(or stop it through gdb) first")
+    return None
+
+
 def refusal(target: GdbTarget, index: int, force: bool) -> str | None:
     """Why an rdmsr injection must not run now, or None."""
     status = target.vm_status()
@@ -574,7 +847,7 @@ def refusal(target: GdbTarget, index: int, force: bool) -> str | None:
         bp = _gdb_breakpoint_at(st.rip)
         if bp:
             return f"gdb's {bp} is inserted at RIP (always-inserted on); the step would stop on it"
-    return None
+    return _stale_registers(target)
 
 
 def _code_address(st: CpuState) -> int:
@@ -585,60 +858,94 @@ def _code_address(st: CpuState) -> int:
     return ((cs.base if cs else 0) + st.rip) & 0xFFFFFFFF
 
 
-def _read_all() -> dict[str, int]:
-    frame = gdb.newest_frame()
-    return {r: int(frame.read_register(r)) & (2**64 - 1) for r in (*GPRS, "rip", "eflags")}
-
-
 def _set_reg(name: str, value: int) -> None:
     _execute(f"set ${name} = {value:#x}")
 
 
 _REMOTE_REG = re.compile(
-    r"^[ \t]*(\w+)[ \t]+\d+[ \t]+\d+[ \t]+\d+[ \t]+(\d+)[ \t]+\S+[ \t]+(\d+)[ \t]+\d+", re.M)
-_REGNUMS: dict[object, dict[str, tuple[int, int]]] = {}
+    r"^[ \t]*(\w+)[ \t]+\d+[ \t]+\d+[ \t]+\d+[ \t]+(\d+)[ \t]+\S+[ \t]+(\d+)[ \t]+(\d+)", re.M)
 
 
-def _remote_regnums() -> dict[str, tuple[int, int]]:
-    """gdb register name -> (remote number, size) from ``maint print remote-registers``
-    (parsed once per connection): single-register ``p``/``P`` packets for the injection."""
-    inf = gdb.selected_inferior()
-    key = (inf.num, getattr(inf, "connection_num", None))
-    if key not in _REGNUMS:
+def _remote_layout() -> dict[str, tuple[int, int, int]]:
+    """gdb register name -> (remote number, size, offset in the ``g`` packet), from
+    ``maint print remote-registers`` (parsed once per connection)."""
+    conn = _conn()
+    if "layout" not in conn:
         out = _execute("maintenance print remote-registers")
-        _REGNUMS[key] = {m.group(1): (int(m.group(3)), int(m.group(2)))
-                         for m in _REMOTE_REG.finditer(out)}
-    return _REGNUMS[key]
+        conn["layout"] = {m.group(1): (int(m.group(3)), int(m.group(2)), int(m.group(4)))
+                          for m in _REMOTE_REG.finditer(out)}
+    return conn["layout"]  # type: ignore[no-any-return]
 
 
 class _RawRegs:
-    """Read and write single registers with raw ``p``/``P`` packets (one round trip each;
-    gdb's ``set $reg`` costs several). gdb's register cache is stale after a write: callers
-    flush it (``maintenance flush register-cache``) before reading registers through gdb."""
+    """Registers straight from/to the stub: ``P`` writes one, ``g`` reads all of them fresh
+    from QEMU (gdb's register cache is neither used nor changed)."""
 
     def __init__(self, target: GdbTarget) -> None:
         self.target = target
-        self.nums = _remote_regnums()
+        self.layout = _remote_layout()
+        self.through_gdb = False  # a register outside the layout went through gdb's cache
 
     def put(self, name: str, value: int) -> None:
-        if name not in self.nums:
+        if name not in self.layout:
             _set_reg(name, value)
+            self.through_gdb = True
             return
-        num, size = self.nums[name]
+        num, size, _ = self.layout[name]
         data = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little").hex()
         reply = self.target.packet(f"P{num:x}={data}")
         if reply != "OK":
             raise TargetError(f"QEMU refused to set ${name} (P packet reply {reply!r})")
 
+    def all(self, names: Iterable[str]) -> dict[str, int]:
+        """The registers ``names`` from one fresh ``g`` packet (a register the layout or the
+        reply lacks is read with a ``p`` packet)."""
+        names = list(names)
+        reply = self.target.packet("g") if any(n in self.layout for n in names) else ""
+        if reply.startswith("E") and len(reply) <= 3:
+            raise TargetError(f"QEMU refused to send the registers (g reply {reply!r})")
+        out: dict[str, int] = {}
+        for name in names:
+            where = self.layout.get(name)
+            if where is None:  # not in the remote layout: ask gdb, afresh
+                self.through_gdb = True
+                _execute("maintenance flush register-cache")
+                try:
+                    out[name] = int(gdb.newest_frame().read_register(name)) & (2**64 - 1)
+                except (ValueError, gdb.error) as err:
+                    raise TargetError(f"cannot read ${name}: {err}") from err
+                continue
+            _, size, off = where
+            text = reply[2 * off:2 * (off + size)]
+            if len(text) != 2 * size or "x" in text:
+                out[name] = self.get(name)
+                continue
+            out[name] = int.from_bytes(bytes.fromhex(text), "little")
+        return out
+
     def get(self, name: str) -> int:
-        if name not in self.nums:
-            _execute("maintenance flush register-cache")
-            return int(gdb.newest_frame().read_register(name)) & (2**64 - 1)
-        reply = self.target.packet(f"p{self.nums[name][0]:x}")
+        reply = self.target.packet(f"p{self.layout[name][0]:x}")
         try:
             return int.from_bytes(bytes.fromhex(reply), "little")
         except ValueError as err:
             raise TargetError(f"bad reply to reading ${name}: {reply!r}") from err
+
+
+def _read_code(target: GdbTarget, addr: int, size: int) -> bytes:
+    reply = target.packet(f"m{addr:x},{size:x}")
+    try:
+        data = bytes.fromhex(reply)
+    except ValueError:
+        data = b""
+    if len(data) != size:
+        raise TargetError(f"cannot read the code bytes at {addr:#x} (m reply {reply[:16]!r})")
+    return data
+
+
+def _write_code(target: GdbTarget, addr: int, data: bytes) -> None:
+    reply = target.packet(f"M{addr:x},{len(data):x}:{data.hex()}")
+    if reply != "OK":
+        raise TargetError(f"cannot write the code bytes at {addr:#x} (M reply {reply!r})")
 
 
 def inject_rdmsr(target: GdbTarget, index: int, force: bool = False) -> MsrRead:
@@ -674,33 +981,42 @@ def inject_rdmsrs(target: GdbTarget, indices: list[int],
                              msr=todo[0])
     st = target.state()
     halted = bool(st.halted)
-    inf = gdb.selected_inferior()
     code = _code_address(st)
     pid, lwp, _ = target.thread_ptid
-    before = _read_all()
+    before = dict(target.registers())  # gdb's cache, just checked against QEMU's dump
+    missing = [n for n in ("rax", "rcx", "rdx", "rip", "eflags") if n not in before]
+    if missing:
+        raise MsrUnavailable(f"cannot read {msr_name(todo[0])} ({todo[0]:#x}): gdb has no "
+                             f"${', $'.join(missing)} here (set architecture i386:x86-64)",
+                             msr=todo[0])
     raw = _RawRegs(target)
     values: dict[int, int] = {}
     with target._virtual_mode():
         try:
-            saved = bytes(inf.read_memory(code, 2))
-        except gdb.error as err:
+            saved = _read_code(target, code, 2)
+        except TargetGone:
+            raise
+        except TargetError as err:
             raise MsrUnavailable(f"cannot read the code bytes at RIP ({code:#x}): {err}",
                                  msr=todo[0]) from err
         clean = True
         after: dict[str, int] = {}
         try:
             try:
-                inf.write_memory(code, b"\x0f\x32")
-            except gdb.error as err:
+                _write_code(target, code, b"\x0f\x32")
+            except TargetGone:
+                raise
+            except TargetError as err:
                 raise MsrUnavailable(f"cannot write at RIP ({code:#x}): {err}",
                                      msr=todo[0]) from err
-            if bytes(inf.read_memory(code, 2)) != b"\x0f\x32":
+            if _read_code(target, code, 2) != b"\x0f\x32":
                 raise MsrUnavailable(f"the code at RIP ({code:#x}) is not writable (ROM/flash?)",
                                      msr=todo[0])
             if before["eflags"] & (1 << 8):
                 raw.put("eflags", before["eflags"] & ~(1 << 8))  # no TF during the step
             old_timeout = str(gdb.parameter("remotetimeout"))
-            _execute("set remotetimeout 2")
+            if old_timeout != "2":  # gdb's default is already 2 s
+                _execute("set remotetimeout 2")
             try:
                 for n, index in enumerate(todo):
                     if n:
@@ -710,7 +1026,7 @@ def inject_rdmsrs(target: GdbTarget, indices: list[int],
                     # spurious stop); stepping again is safe: the bytes and ECX are in place.
                     for _attempt in range(2):
                         reply = target.packet(f"vCont;s:p{pid:x}.{lwp:x}")
-                        after = {name: raw.get(name) for name in ("rip", "rax", "rdx")}
+                        after = raw.all(("rip", "rax", "rdx"))
                         if after["rip"] != before["rip"] or not reply.startswith(("T05", "S05")):
                             break
                     name = f"{msr_name(index)} ({index:#x})"
@@ -733,7 +1049,8 @@ def inject_rdmsrs(target: GdbTarget, indices: list[int],
                                      f"{name} failed")
                     break
             finally:
-                _execute(f"set remotetimeout {old_timeout}")
+                if old_timeout != "2":
+                    _execute(f"set remotetimeout {old_timeout}")
         finally:
             # After clean rdmsr steps only RIP, RCX (ours), RAX and RDX changed (RDMSR affects
             # no flag; RFLAGS was written only to clear TF); anything else: restore all five.
@@ -741,10 +1058,13 @@ def inject_rdmsrs(target: GdbTarget, indices: list[int],
             unchanged = {n for n in ("rax", "rdx") if clean and after.get(n) == before[n]}
             if clean and not before["eflags"] & (1 << 8):
                 unchanged.add("eflags")
-            problems = _restore(inf, code, saved, before, raw, unchanged)
+            problems = _restore(target, code, saved, before, raw, unchanged)
         if problems:
+            with contextlib.suppress(TargetError):  # gdb must show the CPU's real registers
+                _execute("maintenance flush register-cache")
             raise TargetError("RESTORE FAILED after rdmsr injection: " + "; ".join(problems)
                               + ". Fix them by hand (set $reg = value) before continuing.")
+    target._vcache_put(code, saved)  # verified in place again: the code page is mapped
     note = (f"read by injecting rdmsr at RIP {before['rip']:#x}; code bytes {saved.hex(' ')} and "
             f"RAX/RCX/RDX/RIP/RFLAGS restored, all registers verified")
     if halted:
@@ -755,35 +1075,40 @@ def inject_rdmsrs(target: GdbTarget, indices: list[int],
     return out
 
 
-def _restore(inf: object, code: int, saved: bytes, before: dict[str, int],
+def _restore(target: GdbTarget, code: int, saved: bytes, before: dict[str, int],
              raw: _RawRegs, unchanged: set[str] | frozenset[str] = frozenset()) -> list[str]:
     """Put back the code bytes and RAX/RCX/RDX/RFLAGS/RIP (those not known ``unchanged``),
-    then re-read every general register through gdb (fresh ``g`` packet) and the bytes, and
-    list what differs: the verification covers all of them whatever was written."""
+    then re-read every register of the snapshot from QEMU (a fresh ``g`` packet) and the
+    bytes, and list what differs: the verification covers all of them whatever was written."""
     problems: list[str] = []
     try:
-        inf.write_memory(code, saved)  # type: ignore[attr-defined]
-    except gdb.error as err:
+        _write_code(target, code, saved)
+    except TargetGone:
+        raise
+    except TargetError as err:
         problems.append(f"code bytes at {code:#x} (write {saved.hex(' ')}): {err}")
     for name in ("rax", "rcx", "rdx", "eflags", "rip"):
         if name in unchanged:
             continue
         try:
             raw.put(name, before[name])
+        except TargetGone:
+            raise
         except TargetError as err:
             problems.append(f"${name} = {before[name]:#x}: {err}")
     try:
-        _execute("maintenance flush register-cache")
-    except TargetError as err:
-        problems.append(f"cannot flush gdb's register cache to verify: {err}")
-    try:
-        now = _read_all()
+        now = raw.all(before)
         for name, val in before.items():
             if now.get(name) != val:
                 problems.append(f"${name} is {now.get(name, 0):#x}, was {val:#x}")
-        back = bytes(inf.read_memory(code, len(saved)))  # type: ignore[attr-defined]
+        back = _read_code(target, code, len(saved))
         if back != saved:
             problems.append(f"code bytes at {code:#x} are {back.hex(' ')}, were {saved.hex(' ')}")
-    except gdb.error as err:
+    except TargetGone:
+        raise
+    except TargetError as err:
         problems.append(f"verification read failed: {err}")
+    if raw.through_gdb:  # gdb's cache saw intermediate values: let it read the restored ones
+        with contextlib.suppress(TargetError):
+            _execute("maintenance flush register-cache")
     return problems

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -86,33 +87,54 @@ _FLAT_RANGE = re.compile(
     r"^\s*([0-9a-fA-F]+)-([0-9a-fA-F]+)\s+\(prio\s+-?\d+,\s*([^)]+)\):\s*(.*?)\s*$")
 
 
+_AS_LINE = re.compile(r'^\s*AS "([^"]+)"')
+
+
 def parse_mtree_flat(text: str, address_space: str = "memory") -> list[MemRange]:
     """Parse HMP ``info mtree -f`` and return the flat view of ``address_space``, sorted.
 
     The output lists ``FlatView #n`` blocks, each naming the address spaces it serves
     (`` AS "memory", root: system``) followed by ``START-END (prio P, KIND): NAME`` lines.
-    Raises InputError if no flat view serves ``address_space``.
+    Raises InputError if no flat view serves ``address_space``. Only the wanted view's
+    ranges are parsed (QEMU prints one view per PCI device too), and a text seen before is
+    not parsed again (the map rarely changes: each cold QMP target reads it once).
     """
-    views: list[tuple[set[str], list[MemRange]]] = []
-    for line in text.replace("\r\n", "\n").split("\n"):
+    return list(_parse_mtree_flat(text.replace("\r\n", "\n"), address_space))
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_mtree_flat(text: str, address_space: str) -> tuple[MemRange, ...]:
+    names: set[str] = set()
+    ranges: list[MemRange] = []
+    found: list[MemRange] | None = None
+    in_view = False
+    for line in text.split("\n"):
         if line.startswith("FlatView"):
-            views.append((set(), []))
+            if address_space in names:
+                found = ranges
+                break
+            names, ranges, in_view = set(), [], True
             continue
-        if not views:
+        if not in_view:
             continue
-        m = re.match(r'^\s*AS "([^"]+)"', line)
-        if m:
-            views[-1][0].add(m.group(1))
-            continue
+        if '"' in line:
+            m = _AS_LINE.match(line)
+            if m:
+                names.add(m.group(1))
+                continue
+        if "(prio" not in line or (names and address_space not in names):
+            continue  # another address space's view: its ranges are not wanted
         m = _FLAT_RANGE.match(line)
         if m:
-            views[-1][1].append(MemRange(int(m.group(1), 16), int(m.group(2), 16),
-                                         m.group(3).strip(), m.group(4)))
-    for names, ranges in views:
+            ranges.append(MemRange(int(m.group(1), 16), int(m.group(2), 16),
+                                   m.group(3).strip(), m.group(4)))
+    else:
         if address_space in names:
-            return sorted(ranges, key=lambda r: r.start)
-    raise InputError(f"no flat view for address space {address_space!r} in `info mtree -f` "
-                     "output")
+            found = ranges
+    if found is None:
+        raise InputError(f"no flat view for address space {address_space!r} in `info mtree -f` "
+                         "output")
+    return tuple(sorted(found, key=lambda r: r.start))
 
 
 def check_readable(ranges: list[MemRange], pa: int, size: int) -> None:
@@ -223,6 +245,10 @@ class QmpTarget:
     bulk_read_max = 16 << 20
     #: Read CR8 (the local APIC's TPR) with every cold state(); see :meth:`state`.
     with_cr8 = True
+    #: Fetch QEMU's memory map (``info mtree -f``) in the first state() batch: every memory
+    #: read needs it (reads outside RAM are refused), so it rides along instead of costing a
+    #: round trip of its own later.
+    with_memory_map = True
 
     def __init__(self, session: QmpSession, cpu_index: int = 0, owns_session: bool = False,
                  use_pmemsave: bool = True) -> None:
@@ -318,7 +344,9 @@ class QmpTarget:
         (``QmpSession.execute_many``): QEMU answers them in order, so the run state, the
         registers and CR8 cost one round trip instead of three. ``info lapic`` costs about
         0.6 ms of QEMU's time; a caller that never shows CR8 may set ``with_cr8 = False``
-        (``cr8`` is then None, as from a core).
+        (``cr8`` is then None, as from a core). The first cold read also carries
+        ``info mtree -f`` (:meth:`memory_map`, kept per target) unless ``with_memory_map`` is
+        False.
         """
         if self._state is not None:
             self.refresh()
@@ -327,8 +355,15 @@ class QmpTarget:
         calls = [("query-status", None), self._hmp_call("info registers")]
         if self.with_cr8:
             calls.append(self._hmp_call("info lapic"))
+        want_map = self.with_memory_map and self._ranges is None
+        if want_map:
+            calls.append(("human-monitor-command", {"command-line": "info mtree -f"}))
         status, regs, *more = self.session.execute_many(calls)
+        mtree = more.pop() if want_map else None
         lapic = more[0] if more else None
+        if isinstance(mtree, str):
+            with contextlib.suppress(InputError):  # else memory_map() asks again and says why
+                self._ranges = parse_mtree_flat(mtree)
         if isinstance(status, QmpCommandError):
             raise status
         self._apply_status(status)

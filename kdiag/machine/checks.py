@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from kdiag.errors import KdiagError
-from kdiag.machine.tables import GdtView, IdtView, TssView, is_mapped
+from kdiag.machine.tables import GdtView, IdtView, TssView, is_mapped, mapped_pages
 from kdiag.target.base import Target
 from kdiag.x86.bits import is_canonical
 from kdiag.x86.describe import short_descriptor
@@ -51,6 +51,7 @@ from kdiag.x86.descriptors import (
     Descriptor,
     DescriptorKind,
     Gate64,
+    IdtEntry,
     LongSystemType,
     SegmentDescriptor,
     SystemType,
@@ -187,7 +188,8 @@ def check_lstar(lstar: int, efer: int, target: Target | None) -> list[Finding]:
         why = "is zero"
     elif not is_canonical(lstar):
         why = "is not canonical (SYSCALL raises #GP)"
-    elif target is not None and is_mapped(target, lstar) is False:
+    elif target is not None and \
+            mapped_pages(target, [lstar]).get(lstar >> 12) is False:  # pages known: no read
         why = "is not mapped (SYSCALL faults with #PF at the entry point)"
     if why is None:
         return []
@@ -292,10 +294,67 @@ def check_segments(state: CpuState, gdt: GdtView) -> list[Finding]:
 # --------------------------------------------------------------------------------------------
 # IDT
 
+_OK_GATES: dict[bool, frozenset[object]] = {
+    True: frozenset({LongSystemType.INTERRUPT_GATE_64, LongSystemType.TRAP_GATE_64}),
+    False: frozenset({SystemType.INTERRUPT_GATE_16, SystemType.INTERRUPT_GATE_32,
+                      SystemType.TRAP_GATE_16, SystemType.TRAP_GATE_32, SystemType.TASK_GATE}),
+}
+
+
+_IDT_MEMO: dict[tuple[object, ...], tuple[Finding, ...]] = {}
+
+
+def _handler_addresses(idt: IdtView) -> tuple[int, ...]:
+    """Handler offsets of the present, well-typed, canonical gates (the ones whose pages
+    check_idt probes), computed once per IDT content."""
+    key = (idt.raw, idt.long_mode, len(idt.entries))
+    hit = _HANDLERS.get(key)
+    if hit is None:
+        hit = _HANDLERS[key] = _handlers(idt.entries, idt.long_mode)
+        if len(_HANDLERS) > 16:
+            _HANDLERS.pop(next(iter(_HANDLERS)))
+    return hit
+
+
+_HANDLERS: dict[tuple[object, ...], tuple[int, ...]] = {}
+
+
+def _handlers(entries: tuple[IdtEntry, ...], lm: bool) -> tuple[int, ...]:
+    ok_types = _OK_GATES[lm]
+    return tuple(e.gate.offset for e in entries
+                 if e.gate.present and e.gate.type in ok_types
+                 and e.gate.kind != DescriptorKind.TASK_GATE
+                 and not (isinstance(e.gate, Gate64) and not e.gate.upper_valid)
+                 and not (lm and not is_canonical(e.gate.offset)))
+
 
 def check_idt(idt: IdtView, gdt: GdtView | None, tss: TssView | None,
               target: Target | None) -> list[Finding]:
-    """Gates of the IDT against the GDT, the TSS and the page tables (SDM 6.10-6.14)."""
+    """Gates of the IDT against the GDT, the TSS and the page tables (SDM 6.10-6.14).
+
+    The handler pages are probed first, in one batch; the rest depends only on the tables'
+    bytes and those answers, so an unchanged IDT (the usual case from one stop to the next)
+    is checked once per process."""
+    page_ok: dict[int, bool | None] = {}
+    if target is not None:
+        page_ok = mapped_pages(target, list(_handler_addresses(idt)))
+    tss64 = tss.tss if tss is not None and isinstance(tss.tss, Tss64) else None
+    key = (idt.base, idt.limit, idt.long_mode, idt.raw,
+           (gdt.name, gdt.limit, gdt.long_mode, gdt.raw) if gdt is not None else None,
+           tuple(tss64.ist) if tss64 is not None else None,
+           tuple(sorted(page_ok.items())), target is None)
+    hit = _IDT_MEMO.get(key)
+    if hit is not None:
+        return list(hit)
+    out = _check_idt(idt, gdt, tss, target, dict(page_ok))
+    if len(_IDT_MEMO) >= 16:
+        _IDT_MEMO.pop(next(iter(_IDT_MEMO)))
+    _IDT_MEMO[key] = tuple(out)
+    return out
+
+
+def _check_idt(idt: IdtView, gdt: GdtView | None, tss: TssView | None,
+               target: Target | None, page_ok: dict[int, bool | None]) -> list[Finding]:
     out: list[Finding] = []
     lm = idt.long_mode
     covered = [v for v in EXCEPTION_VECTORS if idt.covers(v)]
@@ -318,15 +377,12 @@ def check_idt(idt: IdtView, gdt: GdtView | None, tss: TssView | None,
             "#NP on delivery, which escalates to #DF and a triple fault.",
             tuple(f"idt[{v:#04x}] raw={by_vec[v].raw:#x}" for v in missing[:8]),
             tuple(("idt", v) for v in missing)))
-    ok_types = ({LongSystemType.INTERRUPT_GATE_64, LongSystemType.TRAP_GATE_64} if lm else
-                {SystemType.INTERRUPT_GATE_16, SystemType.INTERRUPT_GATE_32,
-                 SystemType.TRAP_GATE_16, SystemType.TRAP_GATE_32, SystemType.TASK_GATE})
+    ok_types = _OK_GATES[lm]
     bad_type: list[int] = []
     bad_sel: dict[int, list[int]] = {}
     noncanon: list[int] = []
     unmapped: dict[int, list[int]] = {}
     ist_empty: dict[int, list[int]] = {}
-    page_ok: dict[int, bool | None] = {}
     sel_ok: dict[int, bool] = {}
     for e in idt.entries:
         g = e.gate
@@ -425,6 +481,8 @@ def check_tss(view: TssView, target: Target | None, user_mode: bool = True) -> l
     if not isinstance(tss, Tss64):
         return out
     slots = [("rsp0", tss.rsp[0])] + [(f"ist{i + 1}", v) for i, v in enumerate(tss.ist)]
+    page_ok = mapped_pages(target, [v - 8 for _, v in slots if v and is_canonical(v)]) \
+        if target is not None else {}
     for name, value in slots:
         label = name.upper()
         if value == 0:
@@ -441,7 +499,10 @@ def check_tss(view: TssView, target: Target | None, user_mode: bool = True) -> l
                 f"TSS.{label}={value:#x} is not canonical: switching to it raises #SS/#GP.",
                 (f"TSS at {tr.base:#x}: {label} = {value:#x}",), (("tss", name),)))
             continue
-        if target is not None and is_mapped(target, value - 8) is False:
+        page = ((value - 8) & ((1 << 64) - 1)) >> 12
+        ok = page_ok[page] if page in page_ok else (
+            is_mapped(target, value - 8) if target is not None else None)
+        if ok is False:
             out.append(Finding(
                 "tss-stack", Severity.ERROR,
                 f"TSS.{label}={value:#x}: the stack below it is not mapped; the first push on "

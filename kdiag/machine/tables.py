@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 
 from kdiag.errors import KdiagError, MemoryReadError, TargetError, TranslationError
 from kdiag.target.base import Target
@@ -95,10 +96,21 @@ def read_gdt(target: Target, state: CpuState | None = None) -> GdtView:
     return _read_table(target, gdtr, long_mode(state), "GDT")
 
 
+@lru_cache(maxsize=64)
+def _decoded_gdt(raw: bytes, lm: bool) -> tuple[GdtEntry, ...]:
+    """Decoded descriptors per table content (tables rarely change between stops)."""
+    return tuple(decode_gdt(raw, lm))
+
+
+@lru_cache(maxsize=64)
+def _decoded_idt(raw: bytes, lm: bool) -> tuple[IdtEntry, ...]:
+    return tuple(decode_idt(raw, lm))
+
+
 def _read_table(target: Target, reg: TableRegister, lm: bool, name: str) -> GdtView:
     size = min(reg.limit + 1, MAX_TABLE)
     raw = _read_linear(target, reg.base, size, name)
-    return GdtView(reg.base, reg.limit, lm, raw, tuple(decode_gdt(raw, lm)), name)
+    return GdtView(reg.base, reg.limit, lm, raw, _decoded_gdt(raw, lm), name)
 
 
 def read_ldt(target: Target, state: CpuState | None = None) -> GdtView | None:
@@ -139,7 +151,7 @@ def read_idt(target: Target, state: CpuState | None = None) -> IdtView:
     lm = long_mode(state)
     size = min(idtr.limit + 1, 256 * (16 if lm else 8))
     raw = _read_linear(target, idtr.base, size, "IDT") if size > 0 else b""
-    return IdtView(idtr.base, idtr.limit, lm, raw, tuple(decode_idt(raw, lm)))
+    return IdtView(idtr.base, idtr.limit, lm, raw, _decoded_idt(raw, lm))
 
 
 @dataclass(frozen=True)
@@ -210,6 +222,65 @@ def real_mode(state: CpuState) -> bool:
 
 def read_u64(target: Target, va: int) -> int:
     return int(struct.unpack("<Q", target.read_virt(va, 8))[0])
+
+
+def table_ranges(state: CpuState, which: tuple[str, ...] = ("gdt", "idt", "tss")
+                 ) -> list[tuple[int, int]]:
+    """The (linear address, size) ranges :func:`read_gdt`, :func:`read_idt` and
+    :func:`read_tss` will read for ``state``, for a backend that can read them ahead in fewer
+    requests (``prefetch_virt``)."""
+    out: list[tuple[int, int]] = []
+    lm = long_mode(state)
+    if "gdt" in which and state.gdtr is not None:
+        out.append((state.gdtr.base, min(state.gdtr.limit + 1, MAX_TABLE)))
+    if "idt" in which and state.idtr is not None:
+        out.append((state.idtr.base, min(state.idtr.limit + 1, 256 * (16 if lm else 8))))
+    tr = state.tr
+    if "tss" in which and tr is not None and (tr.selector & ~3) and \
+            not (tr.type in (0x1, 0x3) and not lm):
+        out.append((tr.base, min(tr.limit + 1, TSS_SIZE)))
+    return [(base, size) for base, size in out if size > 0]
+
+
+def stack_probe_ranges(view: TssView) -> list[tuple[int, int]]:
+    """The 8 bytes below each non-zero canonical RSP0/IST stack top of a 64-bit TSS (what
+    the TSS checks probe for a mapping), as (va, size) ranges to read ahead."""
+    t = view.tss
+    if not isinstance(t, Tss64):
+        return []
+    tops = [t.rsp[0], *t.ist]
+    return [((v - 8) & ((1 << 64) - 1), 8) for v in tops
+            if v and ((v >> 47) == 0 or (v >> 47) == (1 << 17) - 1)]
+
+
+def prefetch_tables(target: Target, state: CpuState,
+                    which: tuple[str, ...] = ("gdt", "idt", "tss")) -> None:
+    """Let a backend with ``prefetch_virt`` (gdb) read these tables ahead in as few requests as
+    it can; a no-op elsewhere. Errors are left to the real reads."""
+    prefetch = getattr(target, "prefetch_virt", None)
+    if callable(prefetch):
+        try:
+            prefetch(table_ranges(state, which))
+        except KdiagError:
+            pass
+
+
+def mapped_pages(target: Target, vas: list[int]) -> dict[int, bool | None]:
+    """Page number (``va >> 12``) -> :func:`is_mapped` for each page of ``vas``, probed in as
+    few reads as the backend allows (``probe_mapped``: gdb checks two adjacent pages with one
+    read across their boundary)."""
+    probe = getattr(target, "probe_mapped", None)
+    if callable(probe):
+        try:
+            return dict(probe(vas))
+        except KdiagError:
+            pass
+    out: dict[int, bool | None] = {}
+    for va in vas:
+        page = (va & ((1 << 64) - 1)) >> 12
+        if page not in out:
+            out[page] = is_mapped(target, va)
+    return out
 
 
 def is_mapped(target: Target, va: int) -> bool | None:

@@ -215,6 +215,55 @@ def test_a_second_read_at_the_same_stop_runs_no_code(env: Env) -> None:
         env.gdb.console("set $r15 = $r15 ^ 1")
 
 
+def test_injection_refuses_when_gdbs_registers_are_stale(env: Env) -> None:
+    """The injection restores the registers gdb cached at the stop; if QEMU's differ (the
+    guest ran behind gdb's back, e.g. QMP `cont`/`stop`), restoring them would corrupt the
+    guest, so it refuses. Simulated without running the guest: a raw `P` packet changes
+    QEMU's RAX while gdb keeps its cached value."""
+    rax = int(env.gdb.console("print/x $rax").split("=")[1], 16)
+    before = _snapshot(env.gdb)
+    _forget(env.gdb)
+    env.gdb.console(f"maintenance packet P0={(rax ^ 0x10).to_bytes(8, 'little').hex()}")
+    try:
+        with pytest.raises(GdbError, match="behind gdb's back"):
+            env.gdb.console("kd pat")
+    finally:
+        env.gdb.console(f"maintenance packet P0={rax.to_bytes(8, 'little').hex()}")
+    assert _snapshot(env.gdb) == before
+
+
+def test_physical_reads_through_packets_restore_the_mode(env: Env) -> None:
+    """GdbTarget.physical_reads() keeps PhyMemMode on across packet reads (no pmemsave) and
+    puts the user's mode back at the end; a virtual read inside switches back and forth. The
+    bytes equal the core's at the same stop."""
+    before = _snapshot(env.gdb)
+    out = env.tmp / "physreads.json"
+    script = env.tmp / "physreads.py"
+    script.write_text(f"""\
+import json
+from gdbext.target import GdbTarget
+from kdiag.target.core import CoreTarget
+core = CoreTarget.from_path({str(env.core)!r})
+t = GdbTarget(use_pmemsave=False)
+st = t.state()
+pas = [st.cr3 & ~0xFFF, 0x100000, 0x1000]
+with t.physical_reads():
+    got = [t.read_phys(pa, 4096) for pa in pas]
+    mid = t._cur_phys
+    virt = t.read_virt(st.gdtr.base, 8)
+    after_virt = t._cur_phys
+    got.append(t.read_phys(pas[0], 64))
+res = {{"same": got[:3] == [core.read_phys(pa, 4096) for pa in pas] and got[3] == got[0][:64],
+        "mid": mid, "after_virt": after_virt, "end": t._cur_phys,
+        "virt": virt == core.read_virt(st.gdtr.base, 8)}}
+open({str(out)!r}, "w").write(json.dumps(res))
+""")
+    env.gdb.console(f"source {script}")
+    res = json.loads(out.read_text())
+    assert res == {"same": True, "mid": True, "after_virt": True, "virt": True, "end": False}
+    assert _snapshot(env.gdb) == before  # PhyMemMode 0 again, every register and byte as before
+
+
 def test_msr_unknown_is_refused_without_touching_anything(env: Env) -> None:
     before = _snapshot(env.gdb)
     with pytest.raises(GdbError, match="not one kdiag knows.*--force"):

@@ -206,3 +206,27 @@ def test_finding_json_shape() -> None:
     d = f.to_dict()
     assert set(d) == {"id", "severity", "message", "evidence"} and d["severity"] == "error"
     assert struct.calcsize("<Q") == 8
+
+
+def test_idt_checks_are_memoized_per_table_content_and_page_answers() -> None:
+    """check_idt remembers its findings per IDT/GDT/TSS bytes *and* the mapped-page answers:
+    the same tables with a handler page unmapped give the new finding, not the remembered one."""
+    from kdiag.machine import checks
+
+    handler = 0x2000000  # 32 MiB: PD entry 16 of the identity map
+    idt = default_idt()
+    idt[6] = Gate64.make(handler, 0x08)
+
+    def check(unmap: bool) -> list[str]:
+        t = Machine(idt=idt, nx_pages=False).build()
+        if unmap:
+            t.write_u64(0x12000 + 8 * (handler >> 21), 0)
+        st = t.state()
+        return [f.id for f in run_checks(CheckContext(st, t, read_gdt(t, st), read_idt(t, st),
+                                                      read_tss(t, st)), ["idt"])]
+
+    assert "idt-handler-address" not in check(False)
+    assert check(True).count("idt-handler-address") == 1  # same bytes, other page answer
+    assert "idt-handler-address" not in check(False)  # memo hit
+    checks._IDT_MEMO.clear()
+    assert check(True).count("idt-handler-address") == 1  # recomputed: the same

@@ -197,3 +197,112 @@ def test_pat_with_reserved_encoding_does_not_crash() -> None:
 def test_is_mapped() -> None:
     t = Machine().build()
     assert is_mapped(t, HANDLER_BASE) is True and is_mapped(t, 0x40000000) is False
+
+
+# --------------------------------------------------------------------------------------------
+# speed paths: pre-rendered IDT JSON, memoized text; both must print exactly what the plain
+# renderers print
+
+
+def _idt_doc_and_findings(m: Machine | None = None,
+                          sym: Any = symbolize) -> tuple[Any, list[Any], Any]:
+    t = (m or Machine()).build()
+    st = t.state()
+    idt = read_idt(t, st)
+    fs = run_checks(CheckContext(st, t, read_gdt(t, st), idt, read_tss(t, st)), ["idt"])
+    return idt, fs, sym
+
+
+def test_idt_json_text_is_exactly_json_dumps() -> None:
+    from kdiag.x86.descriptors import Gate64
+    from tests.unit.machine_builder import default_idt
+
+    idt_gates = default_idt()
+    idt_gates[5] = Gate64.make(HANDLER_BASE, 0x08, present=False)  # a finding, a "!" mark
+    odd = {HANDLER_BASE + 16: 'we"ird\\name\u00e9'}  # quotes, backslash, non-ASCII
+
+    def sym(addr: int) -> str | None:
+        return odd.get(addr) or symbolize(addr)
+
+    idt, fs, _ = _idt_doc_and_findings(Machine(idt=idt_gates), sym)
+    assert fs  # vector 5 is an exception vector without a present gate
+    for select in (None, (0, 31), (0x20, 0x20), (300, 400)):
+        doc = tables.idt_to_json(idt, fs, sym, select)
+        assert isinstance(doc["entries"], tables.JsonList)
+        assert doc["entries"].json_text() is not None
+        assert tables.dumps(doc) == json.dumps(doc)
+        assert json.loads(tables.dumps(doc)) == doc
+
+
+def test_idt_json_text_is_not_used_once_the_list_changed() -> None:
+    idt, fs, sym = _idt_doc_and_findings()
+    doc = tables.idt_to_json(idt, fs, sym)
+    entries = doc["entries"]
+    assert isinstance(entries, list)
+    entries.append({"vector": 999})
+    assert tables.dumps(doc) == json.dumps(doc)  # falls back to encoding the real list
+    entries.pop()
+    entries[0]["extra"] = 1
+    assert tables.dumps(doc) == json.dumps(doc)
+    del entries[0]["extra"]
+    def gsym(addr: int) -> str | None:
+        return symbolize(addr)
+
+    gsym.generation = 0  # type: ignore[attr-defined]  # memoized, like gdb's symbolizer
+    tables.idt_to_json(idt, fs, gsym)
+    doc2 = tables.idt_to_json(idt, fs, gsym)  # a memo hit must not share the top-level dict
+    doc2["added"] = True
+    doc2["entries"].clear()  # type: ignore[attr-defined]  # ... nor the list
+    doc3 = tables.idt_to_json(idt, fs, gsym)
+    assert "added" not in doc3 and len(doc3["entries"]) == 256  # type: ignore[arg-type]
+    assert tables.dumps(doc3) == json.dumps(doc3)
+
+
+def test_dumps_of_plain_documents_is_json_dumps() -> None:
+    for doc in ({"a": 1, "b": [1, 2]}, [1, 2], {"x": tables.JsonList([{"a": 1}])}, {1: "x"}):
+        assert tables.dumps(doc) == json.dumps(doc)
+
+
+def test_idt_text_memo_follows_the_symbolizer_generation() -> None:
+    idt, fs, _ = _idt_doc_and_findings()
+    names = {"prefix": "isr"}
+
+    def sym(addr: int) -> str | None:
+        s = symbolize(addr)
+        return s.replace("isr", names["prefix"]) if s else None
+
+    sym.generation = 0  # type: ignore[attr-defined]
+    first = tables.idt_to_text(idt, fs, symbolize=sym)
+    assert "<isr_0>" in first and tables.idt_to_text(idt, fs, symbolize=sym) is first  # memo
+    names["prefix"] = "handler"  # new objfiles: gdb's symbolizer bumps its generation
+    assert tables.idt_to_text(idt, fs, symbolize=sym) is first  # same generation: memoized
+    sym.generation = 1  # type: ignore[attr-defined]
+    again = tables.idt_to_text(idt, fs, symbolize=sym)
+    assert "<handler_0>" in again and "<isr_0>" not in again
+    assert again == tables._idt_to_text(idt, fs, False, sym, None, False)
+    # a symbolizer without a generation is never memoized
+    plain = tables.idt_to_text(idt, fs, symbolize=symbolize)
+    assert plain == tables._idt_to_text(idt, fs, False, symbolize, None, False)
+    assert tables.idt_to_json(idt, fs, sym) == tables._idt_to_json(idt, fs, sym, None)
+
+
+def test_table_ranges_and_stack_probes_name_what_the_readers_read() -> None:
+    from kdiag.machine.tables import stack_probe_ranges, table_ranges
+    from tests.unit.machine_builder import IDT_BASE, TSS_BASE
+
+    m = Machine()
+    st = m.state()
+    assert table_ranges(st) == [(GDT_BASE, 0x40), (IDT_BASE, 4096), (TSS_BASE, 0x68)]
+    assert table_ranges(st, ("idt",)) == [(IDT_BASE, 4096)]
+    t = m.build()
+    assert stack_probe_ranges(read_tss(t)) == [(RSP0 - 8, 8), (IST1 - 8, 8)]
+    st0 = m.with_(tr=SegmentCache(0, 0, 0xFFFF, 0x8B00)).state()
+    assert table_ranges(st0, ("tss",)) == []
+
+
+def test_mapped_pages_without_a_batch_probe_asks_page_by_page() -> None:
+    from kdiag.machine.tables import mapped_pages
+
+    t = Machine().build()
+    got = mapped_pages(t, [HANDLER_BASE, HANDLER_BASE + 8, 0x40000000, 0x40000010])
+    assert got == {HANDLER_BASE >> 12: True, 0x40000000 >> 12: False}

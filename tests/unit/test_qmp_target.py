@@ -223,6 +223,48 @@ def test_mtree_flat_view_of_memory() -> None:
     assert all(a.start < b.start for a, b in zip(ranges, ranges[1:], strict=False))
 
 
+def _mtree_reference(text: str, address_space: str = "memory") -> list[MemRange]:
+    """The straightforward parser (every view parsed), to compare the fast one against."""
+    import re
+
+    views: list[tuple[set[str], list[MemRange]]] = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if line.startswith("FlatView"):
+            views.append((set(), []))
+            continue
+        if not views:
+            continue
+        m = re.match(r'^\s*AS "([^"]+)"', line)
+        if m:
+            views[-1][0].add(m.group(1))
+            continue
+        m = re.match(r"^\s*([0-9a-fA-F]+)-([0-9a-fA-F]+)\s+\(prio\s+-?\d+,\s*([^)]+)\):\s*(.*?)\s*$",
+                     line)
+        if m:
+            views[-1][1].append(MemRange(int(m.group(1), 16), int(m.group(2), 16),
+                                         m.group(3).strip(), m.group(4)))
+    for names, ranges in views:
+        if address_space in names:
+            return sorted(ranges, key=lambda r: r.start)
+    raise AssertionError("no view")
+
+
+def test_mtree_parser_skips_other_views_but_finds_the_same_ranges() -> None:
+    """QEMU prints one flat view per PCI device before or after the system one; the parser
+    reads only the wanted view's ranges, with the same result as parsing everything."""
+    device = ("FlatView #2\n AS \"e1000\", root: bus master container\n"
+              " Root memory region: (none)\n"
+              "  0000000000000000-ffffffffffffffff (prio 0, i/o): dummy\n\n")
+    for text in (MTREE, device + MTREE.replace("FlatView #0", "FlatView #9"),
+                 MTREE + device, MTREE.replace("\n", "\r\n")):
+        for space in ("memory", "I/O", "cpu-memory-0"):
+            assert parse_mtree_flat(text, space) == _mtree_reference(text, space)
+    assert parse_mtree_flat(device + MTREE, "e1000") == [MemRange(0, 2**64 - 1, "i/o", "dummy")]
+    got = parse_mtree_flat(MTREE)
+    got.clear()  # callers get their own list (the parse is memoized per text)
+    assert parse_mtree_flat(MTREE) == _mtree_reference(MTREE)
+
+
 def test_mtree_without_memory_view_is_an_input_error() -> None:
     from kdiag.errors import InputError
 
@@ -283,7 +325,8 @@ def test_a_cold_state_is_one_batch_a_warm_one_a_status_check(target: QmpTarget,
                                                              session: FakeSession) -> None:
     target.state()
     assert session.calls == ["batch", "query-status", "human-monitor-command",
-                             "hmp info registers", "human-monitor-command", "hmp info lapic"]
+                             "hmp info registers", "human-monitor-command", "hmp info lapic",
+                             "human-monitor-command", "hmp info mtree -f"]
     session.calls.clear()
     target.state()
     assert session.calls == ["query-status"]
@@ -291,6 +334,28 @@ def test_a_cold_state_is_one_batch_a_warm_one_a_status_check(target: QmpTarget,
     plain.with_cr8 = False  # a caller that never shows CR8 saves QEMU the `info lapic`
     session.calls.clear()
     assert plain.state().cr8 is None and "hmp info lapic" not in session.calls
+
+
+def test_the_memory_map_rides_in_the_first_state_batch(target: QmpTarget,
+                                                       session: FakeSession) -> None:
+    """`info mtree -f` comes with the first cold state(): the reads that follow (and later
+    cold states of the same target) cost no extra round trip for it."""
+    target.state()
+    session.calls.clear()
+    assert target.memory_map() == parse_mtree_flat(MTREE)
+    target.read_phys(0x100000, 8)
+    assert "hmp info mtree -f" not in session.calls
+    session.run_state_epoch += 2  # the guest ran: a new cold batch, without the map again
+    session.calls.clear()
+    target.state()
+    assert "hmp info mtree -f" not in session.calls and "batch" in session.calls
+    plain = QmpTarget(session)  # type: ignore[arg-type]
+    plain.with_memory_map = False
+    session.calls.clear()
+    plain.state()
+    assert "hmp info mtree -f" not in session.calls
+    plain.memory_map()
+    assert session.calls[-1] == "hmp info mtree -f"
 
 
 def test_state_is_cached_while_stopped_and_refetched_after_run_state_events(
