@@ -39,6 +39,19 @@ def setup_lines(port: int, elf: Path | None = KERNEL_ELF) -> list[str]:
     return lines + [f"source {INIT}", f"target remote 127.0.0.1:{port}"]
 
 
+def mi_until(controller: Any, done: Any, timeout: float) -> list[dict[str, Any]]:
+    """Read a pygdbmi ``GdbController``'s records until one satisfies ``done`` (all of them
+    returned), or raise TimeoutError with the last few after ``timeout`` seconds."""
+    out: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        batch = controller.get_gdb_response(timeout_sec=0.05, raise_error_on_timeout=False)
+        out += batch
+        if any(done(r) for r in batch):
+            return out
+    raise TimeoutError(f"gdb did not answer in {timeout}s: {out[-5:]}")
+
+
 class MiGdb:
     """gdb over MI3. ``console(cmd)`` returns the ``~`` console text of a CLI command."""
 
@@ -52,14 +65,7 @@ class MiGdb:
             self.console(line)
 
     def _until(self, done: Any, timeout: float) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            batch = self.gdb.get_gdb_response(timeout_sec=0.05, raise_error_on_timeout=False)
-            out += batch
-            if any(done(r) for r in batch):
-                return out
-        raise TimeoutError(f"gdb did not answer in {timeout}s: {out[-5:]}")
+        return mi_until(self.gdb, done, timeout)
 
     def console(self, line: str, timeout: float = 60.0) -> str:
         """Run a CLI command through ``-interpreter-exec console``; raise GdbError on error."""

@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from qmp_tools import launcher as L
-from tests.integration.gdb_session import kdiag_lines
+from tests.integration.gdb_session import kdiag_lines, mi_until
 
 READY = re.compile(r"\[kernel\] ready")
 
@@ -77,14 +77,7 @@ class Mi:
                                      time_to_check_for_additional_output_sec=0.01)
 
     def until(self, done: Any, timeout: float) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            batch = self.gdb.get_gdb_response(timeout_sec=0.05, raise_error_on_timeout=False)
-            out += batch
-            if any(done(r) for r in batch):
-                return out
-        raise TimeoutError(f"gdb did not answer in {timeout}s: {out[-5:]}")
+        return mi_until(self.gdb, done, timeout)
 
     def send(self, command: str, timeout: float = 60) -> tuple[dict[str, Any], str]:
         """One MIEngine launch command: returns (result record, console text)."""
