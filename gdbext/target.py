@@ -66,11 +66,12 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import gdb  # type: ignore[import-not-found]
 
+from kdiag._record import replace
 from kdiag.errors import (
     InputError,
     MemoryReadError,

@@ -9,8 +9,7 @@ application configures logging).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+TYPE_CHECKING = False  # typing's constant without importing typing (start-up cost: kdiag._record)
 if TYPE_CHECKING:
     import logging
 

@@ -37,10 +37,11 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdiag._record import replace
 from kdiag.errors import InputError, MemoryReadError, MsrUnavailable, TargetError
 from kdiag.x86.state import CpuState
 from qmp_tools.session import (

@@ -8,7 +8,10 @@ from __future__ import annotations
 import argparse
 
 from kdiag.errors import UsageError
-from kdiag.target.base import Target
+
+TYPE_CHECKING = False  # typing's constant: `kdiag triage LOG` never needs typing (start-up)
+if TYPE_CHECKING:
+    from kdiag.target.base import Target
 
 
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:

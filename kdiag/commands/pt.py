@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from kdiag._record import replace
 from kdiag.commands._target import add_target_arguments, open_target, parse_int
 from kdiag.errors import UsageError
 from kdiag.paging.checks import CheckOptions, Severity, check

@@ -9,9 +9,10 @@ power-on default is used and ``pat_source`` says so.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from kdiag._record import replace
 from kdiag.errors import KdiagError, UsageError
 from kdiag.x86.pat import PAT_MSR, POWER_ON_PAT, MemoryType, decode_pat, is_valid_pat
 from kdiag.x86.pte import PagingMode, PagingParams

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import BinaryIO
 
 from kdiag.qemulog.records import (
     NO_EXCEPTION,
@@ -27,6 +25,11 @@ from kdiag.qemulog.records import (
     Unknown,
 )
 from kdiag.qemulog.regdump import DumpBuilder, is_dump_line
+
+TYPE_CHECKING = False  # typing's constant without importing typing (start-up cost: kdiag._record)
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import BinaryIO
 
 __all__ = ["from_path", "iter_lines", "parse_lines", "parse_stream"]
 

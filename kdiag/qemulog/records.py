@@ -22,8 +22,7 @@ in ``CPU Reset`` lines, so records of several CPUs cannot be told apart.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from kdiag._record import record
 from kdiag.qemulog.regdump import ParsedDump
 from kdiag.x86.exceptions import mnemonic
 
@@ -33,7 +32,7 @@ __all__ = ["CheckException", "CpuReset", "HardwareInt", "Interrupt", "LogPos", "
 NO_EXCEPTION = 0xFFFFFFFF
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LogPos:
     """Where a record starts: byte ``offset`` in the file and ``line`` (1-based) if known."""
 
@@ -44,12 +43,12 @@ class LogPos:
         return f"line {self.line}" if self.line is not None else f"byte {self.offset}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Record:
     pos: LogPos
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CheckException(Record):
     """``check_exception old: 0xOLD new 0xNEW``: exception ``new`` raised; ``old`` is the exception
     whose delivery was in progress (None when QEMU printed 0xffffffff). ``new`` is the vector
@@ -64,7 +63,7 @@ class CheckException(Record):
         return self.old == 8
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Interrupt(Record):
     """``v=.. e=.. i=.. cpl=.. IP=cs:ip pc=.. SP=ss:sp`` plus ``CR2=`` (#PF) or the EAX value.
 
@@ -107,20 +106,20 @@ class Interrupt(Record):
             other.cs, other.ip, other.ss, other.sp, other.cpl) and self.ip is not None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HardwareInt(Record):
     """``Servicing hardware INT=0xNN``: the next ``v=`` record is this IRQ's delivery."""
 
     vector: int
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TripleFault(Record):
     """``Triple fault`` (logged under ``-d cpu_reset``); QEMU then resets or, with ``-no-reboot``,
     shuts down."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CpuReset(Record):
     """``CPU Reset (CPU n)`` and the dump of the state *before* the reset."""
 
@@ -146,7 +145,7 @@ class CpuReset(Record):
                 and cs.selector == 0xF000)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SmmEvent(Record):
     """``SMM: enter`` or ``SMM: after RSM`` (firmware System Management Mode; noise)."""
 
@@ -154,14 +153,14 @@ class SmmEvent(Record):
     dump: ParsedDump | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RegisterDump(Record):
     """A register dump not preceded by a record (the log starts inside one, or a paste)."""
 
     dump: ParsedDump
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Unknown(Record):
     """A line the parser does not know (other ``-d`` items, guest errors, cut lines)."""
 

@@ -41,8 +41,8 @@ text (gdb/QMP backends).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
+from kdiag._record import field, record
 from kdiag.errors import InputError
 from kdiag.x86.state import CpuState, SegmentCache, TableRegister
 
@@ -77,7 +77,7 @@ def is_dump_line(line: str) -> bool:
     return bool(_SEG.match(s) or _TABLE.match(s) or _CPU.match(s))
 
 
-@dataclass
+@record
 class ParsedDump:
     """What one dump held, before it becomes a CpuState.
 

@@ -14,10 +14,13 @@ byte offset and ``line=None`` (counting newlines would mean reading the whole fi
 from __future__ import annotations
 
 import os
-from typing import BinaryIO
 
 from kdiag.qemulog.parser import iter_lines, parse_lines
 from kdiag.qemulog.records import Record
+
+TYPE_CHECKING = False  # typing's constant without importing typing (start-up cost: kdiag._record)
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 __all__ = ["count_occurrences", "read_window", "rfind_any", "stream_size"]
 

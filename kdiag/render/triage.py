@@ -12,15 +12,16 @@ fault, else null). Addresses and register values are hex strings.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from kdiag.qemulog.records import LogPos
 from kdiag.triage.chain import ChainEvent
 from kdiag.triage.model import Cause, Diagnosis, Evidence, Location
 from kdiag.x86.exceptions import decode_error_code
 from kdiag.x86.state import CpuState, SegmentCache
 
+TYPE_CHECKING = False  # typing's constant without importing typing (start-up cost: kdiag._record)
 if TYPE_CHECKING:
+    from typing import Any
+
     from kdiag.triage.memory import MemCheck
 
 __all__ = ["to_json", "to_text"]

@@ -49,9 +49,10 @@ import mmap
 import os
 import struct
 from bisect import bisect_right
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
+from kdiag._record import replace
 from kdiag.errors import InputError, MemoryReadError, MsrUnavailable
 from kdiag.target.virt import read_virt_paged
 from kdiag.x86.state import CpuState, SegmentCache, TableRegister

@@ -21,8 +21,7 @@ not escalate and the CPU did not go on running elsewhere) and ``clean``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from kdiag._record import field, record
 from kdiag.qemulog.records import (
     CheckException,
     CpuReset,
@@ -41,7 +40,7 @@ __all__ = ["ChainEvent", "FatalChain", "analyze_records"]
 LOOKBACK = 12  # records searched back for a parent (other CPUs' records may be interleaved)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ChainEvent:
     """One step of the chain.
 
@@ -97,7 +96,7 @@ class ChainEvent:
         return self.record.dump if self.record else None
 
 
-@dataclass
+@record
 class FatalChain:
     """The result of :func:`analyze_records` over one window of records."""
 

@@ -18,9 +18,6 @@ about the speed of ``grep -c``).
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
-
 from kdiag._log import warning
 from kdiag.errors import InputError
 from kdiag.qemulog.records import (
@@ -43,7 +40,11 @@ from kdiag.triage.rules import run_rules
 from kdiag.x86.exceptions import decode_page_fault_error
 from kdiag.x86.state import CpuState
 
+TYPE_CHECKING = False  # typing's constant without importing typing (start-up cost: kdiag._record)
 if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import BinaryIO
+
     from kdiag.target.base import Target
     from kdiag.triage.location import KernelImage
     from kdiag.triage.memory import MemCheck

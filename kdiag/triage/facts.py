@@ -3,9 +3,7 @@ optionally a live Target and the kernel ELF. Built once per triage; rules only r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
+from kdiag._record import field, record
 from kdiag.qemulog.records import LogPos
 from kdiag.qemulog.regdump import ParsedDump
 from kdiag.triage.chain import ChainEvent, FatalChain
@@ -13,6 +11,7 @@ from kdiag.triage.model import Evidence, Location
 from kdiag.x86.exceptions import PageFaultCode, SelectorErrorCode, decode_error_code
 from kdiag.x86.state import CpuState
 
+TYPE_CHECKING = False  # typing's constant without importing typing (start-up cost: kdiag._record)
 if TYPE_CHECKING:
     from kdiag.target.base import Target
     from kdiag.triage.location import KernelImage
@@ -33,7 +32,7 @@ def hx(v: int | None) -> str:
     return "?" if v is None else f"{v:#x}"
 
 
-@dataclass
+@record
 class Facts:
     chain: FatalChain
     state: CpuState | None = None

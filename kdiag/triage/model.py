@@ -5,13 +5,12 @@ Cause ids are a fixed vocabulary; see :mod:`kdiag.triage.causes` for the list an
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
+from kdiag._record import field, record
 from kdiag.qemulog.records import LogPos
 from kdiag.triage.chain import ChainEvent, FatalChain
 from kdiag.x86.state import CpuState
 
+TYPE_CHECKING = False  # typing's constant without importing typing (start-up cost: kdiag._record)
 if TYPE_CHECKING:
     from kdiag.triage.memory import MemCheck
     from kdiag.unwind.frames import Backtrace
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["Cause", "Diagnosis", "Evidence", "Location"]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Evidence:
     """One fact a cause rests on, with where it came from (a log position or ``source``)."""
 
@@ -28,7 +27,7 @@ class Evidence:
     source: str = "log"  # "log", "dump", "elf", "memory"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Cause:
     """A candidate root cause. ``confidence`` is 0..1; ``role`` is ``root`` (explains the first
     fault), ``escalation`` (explains why it became a double/triple fault) or ``context``."""
@@ -42,7 +41,7 @@ class Cause:
     rule: str = ""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Location:
     """Where an address falls in a kernel ELF: symbol+offset, file:line, the instruction."""
 
@@ -69,7 +68,7 @@ class Location:
         return f"{sym}{fl}"
 
 
-@dataclass
+@record
 class Diagnosis:
     """Everything ``kdiag triage`` reports; renderers turn it into text or JSON."""
 

@@ -12,7 +12,6 @@ References: Intel SDM Vol. 3A 6.12-6.15 (exception delivery, error codes, #DF/#T
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from kdiag.triage.causes import CAUSE_IDS
 from kdiag.triage.chain import ChainEvent
@@ -35,6 +34,7 @@ from kdiag.triage.facts import (
 from kdiag.triage.model import Cause, Evidence
 from kdiag.x86.exceptions import PageFaultCode, SelectorErrorCode, mnemonic
 
+TYPE_CHECKING = False  # typing's constant without importing typing (start-up cost: kdiag._record)
 if TYPE_CHECKING:
     from kdiag.triage.memory import MemCheck
 

@@ -18,8 +18,9 @@ QEMU quirk (measured on QEMU 7.2, TCG, long mode): when delivering vector *v* fa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntFlag, StrEnum
+
+from kdiag._record import record
 
 __all__ = [
     "ExceptionClass", "ExceptionKind", "PageFaultCode", "PageFaultError", "SelectorErrorCode",
@@ -46,7 +47,7 @@ class ExceptionKind(StrEnum):
     RESERVED = "reserved"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Vector:
     """One IDT vector as the SDM describes it."""
 
@@ -162,7 +163,7 @@ class PageFaultError(IntFlag):
     SGX = 1 << 15   # SGX-specific access-control violation
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PageFaultCode:
     """A decoded #PF error code; ``raw`` keeps the value."""
 
@@ -233,7 +234,7 @@ def decode_page_fault_error(code: int) -> PageFaultCode:
 # Selector-format error code (SDM Vol. 3A 6.13, Figure 6-7)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SelectorErrorCode:
     """Error code of #TS/#NP/#SS/#GP (and #AC's 0): EXT, IDT, TI and a selector index.
 

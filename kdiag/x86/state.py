@@ -7,8 +7,9 @@ everything that reasons about a stopped CPU. Field names follow QEMU's ``x86_cpu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import StrEnum
+
+from kdiag._record import field, record
 
 PhysAddr = int
 VirtAddr = int
@@ -25,7 +26,7 @@ class CpuMode(StrEnum):
     LONG = "long"  # IA-32e 64-bit mode: LMA=1, CS.L=1
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SegmentCache:
     """A segment register with its hidden descriptor cache, as QEMU prints it.
 
@@ -69,7 +70,7 @@ class SegmentCache:
         return not self.system and bool(self.type & 0x8)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TableRegister:
     """GDTR or IDTR: linear base and limit (limit is the last valid byte offset)."""
 
@@ -77,7 +78,7 @@ class TableRegister:
     limit: int
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CpuState:
     """A snapshot of one CPU's registers.
 

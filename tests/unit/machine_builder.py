@@ -15,8 +15,9 @@ virtual == physical below 64 MiB and anything above is unmapped):
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
+from kdiag._record import replace
 from kdiag.target.fake import FakeTarget
 from kdiag.x86.descriptors import Gate64, LongSystemDescriptor, LongSystemType, SegmentDescriptor
 from kdiag.x86.state import CpuState, SegmentCache, TableRegister

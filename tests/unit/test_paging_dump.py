@@ -270,7 +270,7 @@ def test_mode_and_cr3_override() -> None:
 def test_paging_off() -> None:
     b = Builder(PagingMode.LEVEL4)
     st = b.state()
-    from dataclasses import replace
+    from kdiag._record import replace
 
     d = dump(b.target, config_from_state(replace(st, cr0=0x11)))
     assert d.mappings == () and d.config.mode is PagingMode.NONE

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 from _paging_build import PAT_LARGE, PCD, PS, PWT, RW, US, XD, Builder, P
 
+from kdiag._record import replace
 from kdiag.errors import TranslationError
 from kdiag.paging.config import (
     PAT_DEFAULT,

@@ -183,7 +183,7 @@ def test_core_msrs_it_has(tmp_path: Path) -> None:
     m = Machine()
     fake = m.build()
     st = fake.state()
-    from dataclasses import replace
+    from kdiag._record import replace
 
     fake.set_state(replace(st, kernel_gs_base=0xFFFF888000001000, fs_base=0))
     core = _core_from(fake, tmp_path)
@@ -207,7 +207,7 @@ def test_core_zero_fill_beyond_filesz(tmp_path: Path) -> None:
 
 def test_core_32_bit_guest_has_no_lma(tmp_path: Path) -> None:
     st = Machine(efer=0, cr0=0x80000011, cr4=0x10).build().state()
-    from dataclasses import replace
+    from kdiag._record import replace
 
     segs = dict(st.segments)
     segs["cs"] = replace(segs["cs"], flags=0x00CF9B00)
@@ -218,7 +218,7 @@ def test_core_32_bit_guest_has_no_lma(tmp_path: Path) -> None:
 
 
 def test_core_multiple_cpus(tmp_path: Path) -> None:
-    from dataclasses import replace
+    from kdiag._record import replace
 
     st = Machine().build().state()
     st1 = replace(st, gpr={**st.gpr, "rip": 0x1234})
@@ -272,7 +272,7 @@ def test_core_sidecar_supplies_msrs_and_the_real_efer(tmp_path: Path) -> None:
     fake = Machine(efer=0xD01).build()
     core_path = tmp_path / "c.elf"
     write_qemu_core(core_path, [fake.state()], [(0, bytes(4096))])
-    from dataclasses import replace
+    from kdiag._record import replace
 
     write_sidecar(core_path, replace(fake.state(), cr8=2), {0x277: 0x0007040100070406, 0xC0000080: 0xD01},
                   "read by injecting rdmsr at RIP 0x1", {0xC0000083: "refused"})
@@ -285,8 +285,7 @@ def test_core_sidecar_supplies_msrs_and_the_real_efer(tmp_path: Path) -> None:
 
 
 def test_core_sidecar_from_another_stop_is_ignored(tmp_path: Path) -> None:
-    from dataclasses import replace
-
+    from kdiag._record import replace
     from kdiag.target.core import write_sidecar
 
     st = Machine(efer=0xD01).build().state()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hst
 
+from kdiag._record import replace
 from kdiag.qemulog.parser import from_path
 from kdiag.qemulog.regdump import parse_register_dump
 from kdiag.target.fake import FakeTarget
@@ -177,7 +177,7 @@ def _long_state(**kw):  # type: ignore[no-untyped-def]
                   gdtr=TableRegister(GDT, 0x3F), cr2=0,
                   tr=SegmentCache(0x30, TSS, 0x67, 0x8B00), gpr=gpr)
     fields.update(kw)
-    return dataclasses.replace(st, **fields)
+    return replace(st, **fields)
 
 
 def _target(state, mapped_mib: int = 16):  # type: ignore[no-untyped-def]
@@ -209,7 +209,7 @@ def test_live_code_and_idt_unmapped_is_code_unmapped_then_paging_setup() -> None
     log triage says), the tables that also lack the IDT are why it escalated."""
     st = _long_state(gpr={"rip": 0x4000_0000})
     t = _target(st)
-    st2 = dataclasses.replace(st, idtr=TableRegister(0x8000_0000, 0xFFF))
+    st2 = replace(st, idtr=TableRegister(0x8000_0000, 0xFFF))
     t.set_state(st2)
     diag = triage_state(st2, target=t)
     ids = [c.id for c in diag.causes]
@@ -279,7 +279,7 @@ def test_live_instruction_operand_null_and_noncanonical() -> None:
     assert any("mov rdx, qword ptr [rbx]" in e.text for e in diag.causes[0].evidence)
     assert any("PT[0x0] at 0x4000 = 0x0 is not present" in e.text
                for e in diag.causes[0].evidence)
-    st3 = dataclasses.replace(st2, gpr={**st2.gpr, "rbx": 0x0000_8000_0000_0000})
+    st3 = replace(st2, gpr={**st2.gpr, "rbx": 0x0000_8000_0000_0000})
     t.set_state(st3)
     diag = triage_state(st3, target=t)
     assert diag.causes[0].id == "non-canonical-address", [c.id for c in diag.causes]
