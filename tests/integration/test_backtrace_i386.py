@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from qmp_tools import launcher as L
-from tests.integration.gdb_session import MiGdb
+from tests.integration.gdb_session import MiGdb, vm_with_gdb
 
 ROOT = Path(__file__).resolve().parents[2]
 ELF = ROOT / "kernel" / "build" / "kernel-i386.elf"
@@ -48,17 +48,9 @@ def serial_blocks(text: str) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def session() -> Iterator[tuple[L.QemuInstance, GdbSession]]:
     L.build_kernel("i386")
-    vm = L.QemuInstance.start(L.QemuConfig(kernel="i386", scenario="healthy", gdb_port=0,
-                                           wait_gdb=True, build=False))
-    gdb = None
-    try:
-        assert vm.gdb_port is not None
-        gdb = GdbSession(vm.gdb_port, ELF)
-        yield vm, gdb
-    finally:
-        if gdb is not None:
-            gdb.close()
-        vm.stop()
+    cfg = L.QemuConfig(kernel="i386", scenario="healthy", gdb_port=0, wait_gdb=True, build=False)
+    with vm_with_gdb(cfg, ELF) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")
