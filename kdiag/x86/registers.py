@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntFlag
-from typing import ClassVar
+from typing import ClassVar, Self
 
 from kdiag.x86.bits import Field, Layout, defined_mask
 
@@ -121,6 +121,10 @@ class FlagRegister:
     LAYOUT: ClassVar[Layout] = ()
     FLAGS: ClassVar[type[IntFlag]] = IntFlag
 
+    @classmethod
+    def from_raw(cls, raw: int) -> Self:
+        return cls(raw)
+
     @property
     def flags(self) -> IntFlag:
         """The defined flag bits that are set, as the register's IntFlag type."""
@@ -143,10 +147,6 @@ class Cr0(FlagRegister):
     LAYOUT: ClassVar[Layout] = CR0_LAYOUT
     FLAGS: ClassVar[type[IntFlag]] = Cr0Flag
 
-    @classmethod
-    def from_raw(cls, raw: int) -> Cr0:
-        return cls(raw)
-
     @property
     def protected(self) -> bool:
         return bool(self.raw & Cr0Flag.PE)
@@ -168,10 +168,6 @@ class Cr4(FlagRegister):
     LAYOUT: ClassVar[Layout] = CR4_LAYOUT
     FLAGS: ClassVar[type[IntFlag]] = Cr4Flag
 
-    @classmethod
-    def from_raw(cls, raw: int) -> Cr4:
-        return cls(raw)
-
 
 @dataclass(frozen=True)
 class Efer(FlagRegister):
@@ -180,10 +176,6 @@ class Efer(FlagRegister):
     NAME: ClassVar[str] = "EFER"
     LAYOUT: ClassVar[Layout] = EFER_LAYOUT
     FLAGS: ClassVar[type[IntFlag]] = EferFlag
-
-    @classmethod
-    def from_raw(cls, raw: int) -> Efer:
-        return cls(raw)
 
     @property
     def long_mode_active(self) -> bool:
@@ -205,10 +197,6 @@ class Rflags(FlagRegister):
     NAME: ClassVar[str] = "RFLAGS"
     LAYOUT: ClassVar[Layout] = RFLAGS_LAYOUT
     FLAGS: ClassVar[type[IntFlag]] = RflagsFlag
-
-    @classmethod
-    def from_raw(cls, raw: int) -> Rflags:
-        return cls(raw)
 
     @property
     def iopl(self) -> int:
