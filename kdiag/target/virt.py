@@ -10,19 +10,22 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from kdiag.target.base import Target
+    from kdiag.x86.state import CpuState
 
 PAGE = 4096
 
 
-def read_virt_paged(target: Target, va: int, size: int) -> bytes:
-    """Read ``size`` bytes at virtual ``va`` through ``target``'s page tables.
+def read_virt_paged(target: Target, va: int, size: int, state: CpuState | None = None) -> bytes:
+    """Read ``size`` bytes at virtual ``va`` through the page tables of ``state`` (default: the
+    target's own state; triage passes the state of the fault it judges).
 
     Raises ``TranslationError`` for an unmapped page, ``MemoryReadError`` for a failed read.
     With paging disabled (CR0.PG=0) virtual addresses are physical.
     """
     from kdiag.paging.translate import translate  # paging sits above target in the layers
 
-    state = target.state()
+    if state is None:
+        state = target.state()
     if not state.paging:
         return target.read_phys(va, size)
     out = bytearray()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kdiag.errors import KdiagError
+from kdiag.target.virt import read_virt_paged
 from kdiag.x86.descriptors import (
     Gate,
     Gate64,
@@ -46,20 +47,12 @@ def translate_va(target: Target, state: CpuState, va: int) -> tuple[int | None, 
 
 def read_linear(target: Target, state: CpuState, va: int, size: int) -> tuple[bytes | None, str]:
     """Read ``size`` bytes at linear ``va`` under ``state``'s paging; (None, why) on failure."""
-    out = bytearray()
-    addr = va
-    end = va + size
-    while addr < end:
-        n = min(end - addr, PAGE - addr % PAGE)
-        pa, why = translate_va(target, state, addr)
-        if pa is None:
-            return None, why
-        try:
-            out += target.read_phys(pa, n)
-        except KdiagError as err:
-            return None, str(err)
-        addr += n
-    return bytes(out), ""
+    try:
+        return read_virt_paged(target, va, size, state), ""
+    except KdiagError as err:
+        return None, str(err)
+    except (ValueError, IndexError) as err:
+        return None, f"page walk failed: {err}"
 
 
 @dataclass(frozen=True)
