@@ -26,7 +26,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
-import ipaddress
 import logging
 import os
 import re
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from kdiag.errors import BuildError, LaunchError, ToolMissing, UsageError
+from qmp_tools.net import loopback_host
 
 log = logging.getLogger(__name__)
 
@@ -135,13 +135,9 @@ def find_ovmf() -> tuple[Path, Path]:
 
 def check_loopback(host: str) -> str:
     """Accept only loopback hosts for the gdbstub (never listen on every interface)."""
-    if host == "localhost":
-        return "127.0.0.1"
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return host
-    except ValueError:
-        pass
+    loopback = loopback_host(host)
+    if loopback is not None:
+        return loopback
     raise UsageError(f"gdb host {host!r} is not a loopback address: kdiag only listens on "
                      "127.0.0.1 (or ::1); use an SSH tunnel to debug from another machine")
 

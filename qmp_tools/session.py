@@ -27,7 +27,6 @@ import asyncio
 import atexit
 import collections
 import contextlib
-import ipaddress
 import logging
 import os
 import stat
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kdiag.errors import TargetError, TargetGone, UsageError
+from qmp_tools.net import loopback_host
 
 log = logging.getLogger(__name__)
 # qemu.qmp logs dropped late replies (after a timeout) as warnings; keep them off the terminal
@@ -101,13 +101,9 @@ def parse_address(text: str | os.PathLike[str] | tuple[str, int]) -> Address:
 
 
 def _loopback(host: str, text: object) -> str:
-    if host == "localhost":
-        return "127.0.0.1"
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return host
-    except ValueError:
-        pass
+    loopback = loopback_host(host)
+    if loopback is not None:
+        return loopback
     raise UsageError(f"QMP address {text!r} is not on a loopback host: kdiag only talks QMP "
                      "over a unix socket or 127.0.0.1 (QMP has no authentication)")
 
