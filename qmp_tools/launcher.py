@@ -426,12 +426,12 @@ class QemuInstance:
 
         Kernel-agnostic "the kernel gave up" test (a panic or exception handler's cli;hlt).
         """
+        from kdiag.qemulog.regdump import halted_for_good
+
         try:
-            text = self.hmp("info registers -a")
+            return halted_for_good(self.hmp("info registers -a"))
         except LaunchError:
             return False
-        cpus = re.findall(r"RFL=([0-9a-f]+).*?HLT=(\d)", text)
-        return bool(cpus) and all(h == "1" and not int(f, 16) & 0x200 for f, h in cpus)
 
     def check_alive(self) -> None:
         """Raise GuestStopped when the guest shut down, triple-faulted or QEMU exited."""

@@ -92,14 +92,12 @@ def classify(event: Event) -> str | None:
 
 def halted_for_good(session: QmpSession) -> bool:
     """Every CPU in HLT with RFLAGS.IF=0 (only an NMI would wake it). False if unknown."""
-    import re
+    from kdiag.qemulog.regdump import halted_for_good as dump_halted
 
     try:
-        text = session.hmp("info registers -a")
+        return dump_halted(session.hmp("info registers -a"))
     except KdiagError:
         return False
-    cpus = re.findall(r"(?:RFL|EFL)=([0-9a-f]+).*?HLT=(\d)", text)
-    return bool(cpus) and all(h == "1" and not int(f, 16) & 0x200 for f, h in cpus)
 
 
 def wait_for_stop(session: QmpSession, timeout: float | None = None,

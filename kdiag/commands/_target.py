@@ -42,6 +42,13 @@ def open_target(args: argparse.Namespace, *, cr8: bool = True) -> Target:
                      "(inside gdb, use the `kd` commands)")
 
 
+def close_target(target: object) -> None:
+    """Close what :func:`open_target` opened (a QMP session, a mapped core); None is fine."""
+    close = getattr(target, "close", None)
+    if callable(close):
+        close()
+
+
 def parse_int(text: str) -> int:
     """Parse an address or number the way C does (``int(x, 0)``), for argparse ``type=``."""
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kdiag.commands._target import add_target_arguments, open_target, parse_int
+from kdiag.commands._target import add_target_arguments, close_target, open_target, parse_int
 from kdiag.commands.pt import add_limit_arguments, add_paging_arguments, p2v_report
 
 NAME = "p2v"
@@ -34,8 +34,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         rep = p2v_report(target, args, args.pa)
     finally:
-        close = getattr(target, "close", None)
-        if callable(close):
-            close()
+        close_target(target)
     print(rep.output(args.json))
     return 0 if not rep.diagnosed else 1

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kdiag._record import replace
-from kdiag.commands._target import add_target_arguments, open_target, parse_int
+from kdiag.commands._target import add_target_arguments, close_target, open_target, parse_int
 from kdiag.errors import UsageError
 from kdiag.paging.checks import CheckOptions, Severity, check
 from kdiag.paging.config import MODE_CHOICES, PAT_DEFAULT, PagingConfig, resolve_config
@@ -360,8 +360,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         rep = pt_report(target, args)
     finally:
-        close = getattr(target, "close", None)
-        if callable(close):
-            close()
+        close_target(target)
     print(rep.output(args.json))
     return 1 if rep.diagnosed else 0

@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kdiag.commands._target import open_target
+    from kdiag.commands._target import close_target, open_target
     from kdiag.errors import UsageError
     from kdiag.render.triage import to_json, to_text
     from kdiag.triage.engine import triage_path, triage_state
@@ -81,9 +81,7 @@ def run(args: argparse.Namespace) -> int:
             assert target is not None
             diag = triage_state(target.state(), target=target, image=image)
     finally:
-        close = getattr(target, "close", None)
-        if close is not None:
-            close()
+        close_target(target)
     if args.json:
         json.dump(to_json(diag), sys.stdout, indent=2)
         sys.stdout.write("\n")

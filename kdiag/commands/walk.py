@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kdiag.commands._target import add_target_arguments, open_target, parse_int
+from kdiag.commands._target import add_target_arguments, close_target, open_target, parse_int
 from kdiag.commands.pt import add_paging_arguments, walk_report
 
 NAME = "walk"
@@ -40,8 +40,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         rep = walk_report(target, args, list(args.va))
     finally:
-        close = getattr(target, "close", None)
-        if callable(close):
-            close()
+        close_target(target)
     print(rep.output(args.json))
     return 1 if rep.diagnosed else 0

@@ -249,3 +249,14 @@ def parse_register_dump(text: str) -> CpuState:
         raise InputError(f"not a QEMU register dump (no {' and no '.join(missing)}; "
                          f"starts with {first!r})")
     return d.to_state()
+
+
+_HALT_RE = re.compile(r"(?:RFL|EFL)=([0-9a-f]+).*?HLT=(\d)")
+
+
+def halted_for_good(info_registers: str) -> bool:
+    """True when every CPU dump in ``info_registers`` (HMP ``info registers -a``, 64- or 32-bit)
+    sits in HLT with RFLAGS.IF=0: nothing but an NMI wakes it, the way a panic or an exception
+    handler's ``cli; hlt`` ends. False when no dump is found."""
+    cpus = _HALT_RE.findall(info_registers)
+    return bool(cpus) and all(h == "1" and not int(f, 16) & 0x200 for f, h in cpus)

@@ -118,3 +118,14 @@ def test_builder_rejects_foreign_lines() -> None:
     assert b.feed("EFER=0000000000000500")
     assert is_dump_line("XMM00=0000000000000000 0000000000000000")
     assert not is_dump_line("Servicing hardware INT=0x20")
+
+
+def test_halted_for_good_needs_every_cpu_in_hlt_with_if_clear() -> None:
+    from kdiag.qemulog.regdump import halted_for_good
+
+    cpu = "RIP=ffffffff80001000 RFL={rfl} [-------] CPL=0 II=0 A20=1 SMM=0 HLT={hlt}\n"
+    assert halted_for_good(cpu.format(rfl="00000002", hlt=1) * 2)
+    assert not halted_for_good(cpu.format(rfl="00000202", hlt=1))  # IF set: a timer wakes it
+    assert not halted_for_good(cpu.format(rfl="00000002", hlt=1) + cpu.format(rfl="00000002", hlt=0))
+    assert halted_for_good("EIP=f0100000 EFL=00000046 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1\n")
+    assert not halted_for_good("no register dump here")
