@@ -55,32 +55,54 @@ def t(cmd):
 for _ in range(3):
     t(ANCHOR_CMD)  # connection warm-up, not counted
 
-def round_trips(cmd):
+def round_trips(cmd, runs):
     """gdbstub round trips of one cold run: every packet or monitor command kdiag sends
     (gdb.execute of `maintenance packet`/`monitor`) plus gdb's own m packets for a
-    read_memory (2 KiB each: QEMU's PacketSize is 0x1000 hex digits). Counted in a run of
-    its own (the wrappers cost time)."""
+    read_memory (2 KiB each: QEMU's PacketSize is 0x1000 hex digits); and, over `runs` cold
+    runs of their own (the wrappers cost time), the median time spent waiting on them, split
+    into the register dump, the injected single step, and every other round trip."""
     n = [0]
+    wait = {"dump": 0.0, "step": 0.0, "other": 0.0}
     real_exec, real_sel = gt._execute, gdb.selected_inferior
+    def timed(kind, fn, *a):
+        t0 = time.perf_counter()
+        try:
+            return fn(*a)
+        finally:
+            wait[kind] += time.perf_counter() - t0
     class Inf:
         def __init__(self, inf):
             self._inf = inf
         def read_memory(self, addr, size):
             n[0] += max(1, -(-int(size) // 2048))
-            return self._inf.read_memory(addr, size)
+            return timed("other", self._inf.read_memory, addr, size)
         def __getattr__(self, name):
             return getattr(self._inf, name)
     def counting_exec(c):
         n[0] += 1
-        return real_exec(c)
+        kind = ("dump" if c.startswith("monitor info registers") else
+                "step" if c.startswith("maintenance packet vCont;s") else "other")
+        return timed(kind, real_exec, c)
     gt._execute = counting_exec
     gdb.selected_inferior = lambda: Inf(real_sel())
+    split = {"dump": [], "step": [], "other": [], "total": []}
     try:
-        gt.forget()
-        gdb.execute(cmd, to_string=True)
+        for _ in range(runs):
+            n[0] = 0
+            for k in wait:
+                wait[k] = 0.0
+            gt.forget()
+            total = t(cmd)[0]
+            for k, v in wait.items():
+                split[k].append(v)
+            split["total"].append(total)
     finally:
         gt._execute, gdb.selected_inferior = real_exec, real_sel
-    return n[0]
+    med = {k: statistics.median(v) for k, v in split.items()}
+    med["kdiag"] = statistics.median(
+        [tot - d - s - o for tot, d, s, o in zip(split["total"], split["dump"], split["step"],
+                                                  split["other"])])
+    return n[0], med
 
 for cmd in cmds:
     first = t(cmd)  # the session's first run of this command (symbols not yet cached)
@@ -90,11 +112,12 @@ for cmd in cmds:
         gt.forget()  # drop the per-stop cache: MSRs injected again, PhyMemMode asked again
         cold.append(t(cmd)[0])
         warm.append(t(cmd)[0])
+    rt = round_trips(cmd, RUNS)
     out["commands"][cmd] = {"anchor": statistics.median(anchor), "cold": statistics.median(cold),
                             "warm": statistics.median(warm), "first": first[0],
                             "anchor_min": min(anchor), "cold_min": min(cold),
                             "warm_min": min(warm), "text": first[1],
-                            "round_trips": round_trips(cmd)}
+                            "round_trips": rt[0], "split": rt[1]}
 with open(OUT, "w") as f:
     json.dump(out, f)
 '''
@@ -188,6 +211,22 @@ def main(argv: list[str] | None = None) -> int:
     best_misses = [c for c, r in rows.items() if r["best_ratio"] > 3.0]
     print("gdbstub round trips of a cold run (the anchor is 1): "
           + ", ".join(f"{c} {r['round_trips']}" for c, r in rows.items()))
+    anchor_all = statistics.median(anchors)
+    print("where a cold run's time goes (medians of runs with timed round trips; x = anchor "
+          f"{anchor_all * 1e3:.2f} ms): waiting on QEMU for the register dump, the injected "
+          "single step and the other round trips, then kdiag's own work (Python, gdb)")
+    print(f"  {'command':16s} {'trips':>5s} {'dump':>7s} {'step':>7s} {'other':>7s} "
+          f"{'QEMU':>7s} {'kdiag':>7s} {'total':>7s}")
+    for cmd, r in cmds.items():
+        sp: dict[str, float] = r["split"]  # type: ignore[assignment]
+        qemu = sp["dump"] + sp["step"] + sp["other"]
+        rows[cmd]["split"] = sp
+        cells = [sp["dump"], sp["step"], sp["other"], qemu, sp["kdiag"], sp["total"]]
+        print(f"  {cmd:16s} {r['round_trips']:5d} "
+              + " ".join(f"{v / anchor_all:6.2f}x" for v in cells))
+    print("  (the MSR commands' QEMU column alone is their floor: QEMU 7.2's gdbstub has no MSR "
+          "access, so each read is an injected rdmsr: a guest single step plus the packets that "
+          "save, restore and verify every register and code byte)")
     print("first run of the session (symbols not yet cached): "
           + ", ".join(f"{c} {r['first_s'] * 1e3:.1f} ms" for c, r in rows.items()))
     problems = check_answers(res, kd)

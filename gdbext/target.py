@@ -2,12 +2,13 @@
 
 Sources:
 
-- general registers, RIP, RFLAGS, CR0/2/3/4/8, EFER and the FS/GS/KERNEL_GS bases: gdb's own
-  registers of the selected thread (one ``g`` packet; read from the newest frame, so ``up``
-  does not change them);
-- GDTR, IDTR, TR, LDTR, segment caches, CPL and the HLT state: ``monitor info registers``
-  (``-a`` when there are several CPUs; the block of the selected thread's CPU), parsed by
-  :func:`kdiag.qemulog.regdump.parse_register_dump`;
+- the CPU state: ``monitor info registers`` (``-a`` when there are several CPUs; the block of
+  the selected thread's CPU), parsed by :func:`kdiag.qemulog.regdump.parse_register_dump`:
+  general registers, RIP, RFLAGS, segment caches, GDTR, IDTR, TR, LDTR, CR0-4, EFER, CPL and
+  the HLT state (the same ``env`` fields gdb's ``g`` packet carries); CR8 and KERNEL_GS_BASE,
+  which the dump lacks, from gdb's registers of the newest frame (so ``up`` does not change
+  them). The MSR injection snapshots gdb's registers separately and checks them against the
+  dump;
 - virtual memory: gdb's ``read_memory`` (QEMU translates with the CPU's own page tables);
   reads of 1 KiB or more go through ``monitor memsave`` (QEMU's own virtual-address dump,
   the same translation) when QEMU runs on this host and has one CPU. Within one command
@@ -346,27 +347,25 @@ class GdbTarget:
         return self._dumped
 
     def state(self) -> CpuState:
+        """QEMU's dump of this CPU, plus CR8 and KERNEL_GS_BASE from gdb's registers (the dump
+        lacks them). The dump's general registers, RIP, RFLAGS, CR0-4, EFER and segment bases
+        are the values gdb's ``g`` packet carries (QEMU's ``x86_cpu_gdb_read_register`` and
+        ``x86_cpu_dump_state`` read the same ``env`` fields, both masked to 32 bits outside
+        64-bit code); gdb's copy is only older if the guest ran behind gdb's back. Reading two
+        registers instead of 33 saves a sixth of a table command's time."""
         if self._state is not None:
             return self._state
         dumped = self.dumped_state()
-        regs = self.registers()
-        gpr = dict(dumped.gpr)
-        for name in GPRS:
-            if name in regs:
-                gpr[name] = regs[name]
-        if "rip" in regs:
-            gpr["rip"] = regs["rip"]
-        if "eflags" in regs:
-            gpr["rflags"] = regs["eflags"]
-        st = replace(
-            dumped, gpr=gpr,
-            cr0=regs.get("cr0", dumped.cr0), cr2=regs.get("cr2", dumped.cr2),
-            cr3=regs.get("cr3", dumped.cr3), cr4=regs.get("cr4", dumped.cr4),
-            efer=regs.get("efer", dumped.efer), cr8=regs.get("cr8", dumped.cr8),
-            fs_base=regs.get("fs_base", dumped.fs_base),
-            gs_base=regs.get("gs_base", dumped.gs_base),
-            kernel_gs_base=regs.get("k_gs_base", dumped.kernel_gs_base),
-            cpu_index=self.cpu_index)
+        frame = gdb.newest_frame()
+        extra: dict[str, int] = {}
+        for name in ("cr8", "k_gs_base"):
+            try:
+                extra[name] = int(frame.read_register(name)) & (2**64 - 1)
+            except (ValueError, gdb.error):
+                continue
+        st = replace(dumped, cr8=extra.get("cr8", dumped.cr8),
+                     kernel_gs_base=extra.get("k_gs_base", dumped.kernel_gs_base),
+                     cpu_index=self.cpu_index)
         self._state = st
         return st
 

@@ -55,6 +55,7 @@ _SEG = re.compile(
     + r")\s+(" + _HEX + r")(?:\s+DPL=(\d))?\s*(.*)$")
 _TABLE = re.compile(r"^\s*(GDT|IDT)\s*=\s*(" + _HEX + r")\s+(" + _HEX + r")\s*$")
 _CPU = re.compile(r"^\s*CPU#(\d+)")
+_CCO = re.compile(r"CCO=(\S+)")
 
 _GPR64 = {"RAX": "rax", "RBX": "rbx", "RCX": "rcx", "RDX": "rdx", "RSI": "rsi", "RDI": "rdi",
           "RBP": "rbp", "RSP": "rsp", "R8": "r8", "R9": "r9", "R10": "r10", "R11": "r11",
@@ -134,14 +135,38 @@ class DumpBuilder:
         if not s:
             return False
         d = self.dump
-        m = _CPU.match(s)
-        if m:
-            d.cpu_index = int(m.group(1))
-            d.seen.add("cpu")
+        if s.startswith(_SKIP_PREFIXES):  # first: half the lines of an HMP dump (FPU, XMM)
+            if s.startswith("CCS="):
+                m2 = _CCO.search(s)
+                if m2:
+                    d.extras["CCO"] = m2.group(1)
+            else:
+                d.seen.add("fpu")
             self.lines += 1
             return True
+        if s.startswith("CPU#"):
+            m = _CPU.match(s)
+            if m:
+                d.cpu_index = int(m.group(1))
+                d.seen.add("cpu")
+                self.lines += 1
+                return True
         if s.startswith(_GPR_FIRST):
             self._gpr_line(s)
+            self.lines += 1
+            return True
+        if s.startswith("CR0="):
+            for name, val in _PAIR.findall(s):
+                if name in ("CR0", "CR2", "CR3", "CR4"):
+                    d.cr[name.lower()] = int(val, 16)
+            d.seen.add("cr")
+            self.lines += 1
+            return True
+        if s.startswith("EFER="):
+            for name, val in _PAIR.findall(s):
+                if name == "EFER":
+                    d.efer = int(val, 16)
+            d.seen.add("efer")
             self.lines += 1
             return True
         m = _SEG.match(s)
@@ -164,7 +189,7 @@ class DumpBuilder:
                 d.seg_types[name] = " ".join(rest.split())
             self.lines += 1
             return True
-        m = _TABLE.match(s)
+        m = _TABLE.match(s) if s.startswith(("GDT", "IDT")) else None
         if m:
             tr = TableRegister(base=int(m.group(2), 16), limit=int(m.group(3), 16))
             if m.group(1) == "GDT":
@@ -172,29 +197,6 @@ class DumpBuilder:
             else:
                 d.idtr = tr
             d.seen.add("tables")
-            self.lines += 1
-            return True
-        if s.startswith("CR0="):
-            for name, val in _PAIR.findall(s):
-                if name in ("CR0", "CR2", "CR3", "CR4"):
-                    d.cr[name.lower()] = int(val, 16)
-            d.seen.add("cr")
-            self.lines += 1
-            return True
-        if s.startswith("EFER="):
-            for name, val in _PAIR.findall(s):
-                if name == "EFER":
-                    d.efer = int(val, 16)
-            d.seen.add("efer")
-            self.lines += 1
-            return True
-        if s.startswith(_SKIP_PREFIXES):
-            if s.startswith("CCS="):
-                m2 = re.search(r"CCO=(\S+)", s)
-                if m2:
-                    d.extras["CCO"] = m2.group(1)
-            else:
-                d.seen.add("fpu")
             self.lines += 1
             return True
         return False
@@ -241,7 +243,12 @@ def parse_register_dump(text: str) -> CpuState:
     them it is not a register dump. Other missing parts are left at their defaults (segments
     empty, GDTR/IDTR None, EFER 0).
     """
-    d = parse_dump(text)
+    # The FPU/XMM block (HMP ``info registers``, ``-d cpu_reset``) follows the EFER line and
+    # holds nothing a CpuState keeps: cut it before the line-by-line parse (half the lines).
+    cut = text.find("\nFCW=")
+    d = parse_dump(text[:cut] if cut >= 0 else text)
+    if cut >= 0:
+        d.seen.add("fpu")
     missing = [what for what, key in (("RIP=/EIP= line", "rip"), ("CR0= line", "cr"))
                if key not in d.seen]
     if missing:

@@ -366,3 +366,21 @@ def test_gdb_target_passes_the_contract_against_the_core(env: Env) -> None:
     failed = {k: v for k, v in results.items() if v != "ok"}
     assert not failed, failed
     assert len(results) >= 10
+
+
+def test_state_equals_gdbs_own_registers(env: Env) -> None:
+    """GdbTarget.state() comes from QEMU's dump (plus CR8/KERNEL_GS_BASE from gdb): every
+    integer register must equal what gdb's `g` packet gave gdb at the same stop."""
+    script = (
+        "python import json, gdb, gdbext.target as t; s = t.GdbTarget().state(); "
+        "f = gdb.newest_frame(); reg = lambda n: int(f.read_register(n)) & (2**64 - 1); "
+        "mine = dict(s.gpr, cr0=s.cr0, cr2=s.cr2, cr3=s.cr3, cr4=s.cr4, cr8=s.cr8, "
+        "efer=s.efer, fs_base=s.fs_base, gs_base=s.gs_base, k_gs_base=s.kernel_gs_base); "
+        "names = [*t.GPRS, 'rip', 'cr0', 'cr2', 'cr3', 'cr4', 'cr8', 'efer', 'fs_base', "
+        "'gs_base', 'k_gs_base']; "
+        "diff = {n: [hex(mine.get(n) or 0), hex(reg(n))] for n in names if mine.get(n) != reg(n)}; "
+        "diff.update({'eflags': [hex(s.rflags), hex(reg('eflags'))]} if s.rflags != reg('eflags') "
+        "else {}); print('STATE' + json.dumps(diff))")
+    out = env.gdb.console(script)
+    line = next(x for x in out.splitlines() if x.startswith("STATE"))
+    assert json.loads(line[5:]) == {}

@@ -306,3 +306,17 @@ def test_mapped_pages_without_a_batch_probe_asks_page_by_page() -> None:
     t = Machine().build()
     got = mapped_pages(t, [HANDLER_BASE, HANDLER_BASE + 8, 0x40000000, 0x40000010])
     assert got == {HANDLER_BASE >> 12: True, 0x40000000 >> 12: False}
+
+
+def test_tss_report_lists_the_present_gates_using_each_ist_slot() -> None:
+    from kdiag.render import reports
+    from kdiag.x86.descriptors import Gate64
+    from tests.unit.machine_builder import default_idt
+
+    idt = default_idt()  # vector 8 uses IST1
+    idt[2] = Gate64.make(HANDLER_BASE + 32, 0x08, ist=2)
+    idt[18] = Gate64.make(HANDLER_BASE + 18 * 16, 0x08, ist=2)
+    idt[0xFF] = Gate64.make(HANDLER_BASE + 0xFF0, 0x08, ist=7)
+    idt[0x40] = Gate64.make(HANDLER_BASE + 0x400, 0x08, ist=3, present=False)  # not present
+    doc = reports.tss_report(Machine(idt=idt).build()).doc
+    assert doc["ist_users"] == {"ist1": [8], "ist2": [2, 18], "ist7": [0xFF]}
