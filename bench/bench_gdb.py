@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from _common import ROOT, report
 
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(per-command medians {min(anchors) * 1e3:.2f}..{max(anchors) * 1e3:.2f} ms)")
     print("cold: the per-stop cache dropped before the run (every MSR read injects rdmsr again);"
           " warm: the same command again at the same stop")
-    rows = {}
+    rows: dict[str, dict[str, Any]] = {}
     for cmd, r in cmds.items():
         rows[cmd] = {"anchor_s": r["anchor"], "cold_s": r["cold"], "warm_s": r["warm"],
                      "first_s": r["first"], "ratio": r["cold"] / r["anchor"],

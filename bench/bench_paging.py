@@ -250,7 +250,10 @@ def main() -> int:
         def body(vm: L.QemuInstance, scen: str = scen, key: str = key) -> None:
             results[key] = measure(f"bundled kernel, {scen}", vm, args.runs, _kdiag_pat(vm),
                                    not args.no_gdb)
-        run_machine(key, lambda cfg=cfg: boot(cfg, ready64), body)
+        def make(cfg: L.QemuConfig = cfg) -> L.QemuInstance:
+            return boot(cfg, ready64)
+
+        run_machine(key, make, body)
 
     print("\n== summary")
     for key, label, ref in (("ref64", "64-bit, 5 tables", REF_64_5TABLES),
