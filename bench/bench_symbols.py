@@ -9,7 +9,10 @@ binaries), 10,000 random code addresses are symbolized:
   write it to the cache, look the addresses up (in-process: kdiag is a library, and gdb and
   the CLI already run Python);
 - kdiag warm: index from the disk cache (fresh Python objects), then the lookups;
-- for reference, the end-to-end `kdiag symbolize` process (interpreter start included).
+- for reference, the end-to-end `python -m kdiag symbolize --elf ELF < addresses` process
+  (interpreter start included; text and --format addr2line), next to the floor of any
+  Python process on the machine (`python -c pass`, `python -S -c pass`, and `python -m` of an
+  empty module: `-m` itself imports runpy and importlib.util), and the CLI minus the floor.
 
 addr2line, cold and warm run interleaved, round after round, so that all three see the same
 machine load (the machines this runs on are shared); the medians of wall time and of CPU time
@@ -116,14 +119,33 @@ def run_kdiag(path: Path, addrs: list[int], cache_dir: str, cold: bool) -> tuple
     return wall, cpu
 
 
-def time_cli(path: Path, text: str, cache_dir: str) -> float:
+def time_cli(path: Path, text: str, cache_dir: str, fmt: str = "text") -> float:
+    """Median wall time of the whole `python -m kdiag symbolize --elf ELF` process reading
+    ``text`` from stdin, with a warm index cache."""
     env = dict(os.environ, KDIAG_CACHE_DIR=cache_dir)
 
     def run() -> None:
-        subprocess.run([sys.executable, "-m", "kdiag", "symbolize", "--elf", str(path)],
-                       input=text, capture_output=True, text=True, check=True, env=env,
-                       cwd=ROOT)
-    return median_time(run, repeat=3)
+        subprocess.run([sys.executable, "-m", "kdiag", "symbolize", "--elf", str(path),
+                        "--format", fmt], input=text, capture_output=True, text=True,
+                       check=True, env=env, cwd=ROOT)
+    return median_time(run, repeat=5)
+
+
+def time_floors() -> dict[str, float]:
+    """The start-up floor of any Python process on this machine, median wall times:
+    ``python -c pass``, ``python -S -c pass`` (without site: no venv .pth files) and
+    ``python -m`` of an empty module (what ``-m`` adds: runpy and importlib.util)."""
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="kdiag-bench-") as d:
+        Path(d, "kdiag_bench_empty.py").write_text("")
+        for label, cmd in (("python -c pass", [sys.executable, "-c", "pass"]),
+                           ("python -S -c pass", [sys.executable, "-S", "-c", "pass"]),
+                           ("python -m (empty module)",
+                            [sys.executable, "-m", "kdiag_bench_empty"])):
+            def start(cmd: list[str] = cmd) -> None:
+                subprocess.run(cmd, check=True, cwd=d)
+            out[label] = median_time(start, repeat=9)
+    return out
 
 
 def _median(xs: list[float]) -> float:
@@ -146,14 +168,21 @@ def bench(label: str, path: Path) -> None:
                 res["a2l"].append(run_addr2line(path, text))
             res["cold"].append(run_kdiag(path, addrs, cache_dir, cold=True))
             res["warm"].append(run_kdiag(path, addrs, cache_dir, cold=False))
-        cli_warm = time_cli(path, text, cache_dir)
+        cli_warm = {fmt: time_cli(path, text, cache_dir, fmt) for fmt in ("text", "addr2line")}
+        floors = time_floors()
     med = {k: (_median([w for w, _c in v]), _median([c for _w, c in v])) for k, v in res.items()}
     a2l_wall, a2l_cpu = med["a2l"]
     for what, target in (("cold", "<= 3x"), ("warm", "< 1x")):
         wall, cpu = med[what]
         report(f"{label} {what} (wall)", wall, "addr2line -f (wall)", a2l_wall, target=target)
         report(f"{label} {what} (CPU)", cpu, "addr2line -f (CPU)", a2l_cpu)
-    report(f"{label} warm, whole CLI process", cli_warm, "addr2line -f (wall)", a2l_wall)
+    floor = floors["python -c pass"]
+    for fmt, wall in cli_warm.items():
+        report(f"{label} warm, whole CLI ({fmt})", wall, "addr2line -f (wall)", a2l_wall)
+        report("  minus the floor (python -c pass)", wall - floor, "addr2line -f (wall)",
+               a2l_wall)
+    for name, wall in floors.items():
+        report(f"  floor: {name}", wall, "addr2line -f (wall)", a2l_wall)
 
 
 def main() -> int:

@@ -6,18 +6,28 @@ Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``
 (exit 2 unless the error says otherwise); any other exception is a kdiag bug and still one line,
 ``kdiag: internal error: ...`` (exit 70, EX_SOFTWARE). ``--traceback`` shows the full story
 instead. Modules are discovered, so adding a command is adding a file.
+
+A command module may also define ``parse_fast(argv) -> dict | None``: the values argparse
+would give for the plain command lines it recognizes, None for anything else (which then goes
+through argparse, so help and usage errors are argparse's). ``kdiag symbolize`` uses it: a
+short process in an addr2line-style pipeline must not spend more time importing argparse and
+building parsers than symbolizing.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
-from types import ModuleType
 
 from kdiag import __version__
 from kdiag.errors import KdiagError
+
+TYPE_CHECKING = False  # typing's constant without importing typing (start-up cost)
+if TYPE_CHECKING:
+    import argparse
+    from types import ModuleType
+    from typing import Any
 
 EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h): an unexpected error inside kdiag
 
@@ -53,7 +63,30 @@ def _chosen_command(argv: list[str]) -> str | None:
     return None
 
 
+def _fast_args(argv: list[str]) -> Any:
+    """The parsed arguments from the chosen command's ``parse_fast``, or None (use argparse)."""
+    if not argv or not argv[0].isidentifier():
+        return None
+    name = argv[0]
+    import kdiag.commands as pkg
+
+    if not any(os.path.isfile(os.path.join(d, name + ".py")) for d in pkg.__path__):
+        return None
+    mod = importlib.import_module(f"kdiag.commands.{name}")
+    fast = getattr(mod, "parse_fast", None)
+    values = fast(argv[1:]) if fast is not None and hasattr(mod, "run") else None
+    if values is None:
+        return None
+    from types import SimpleNamespace
+
+    ns = {"traceback": False, "command": getattr(mod, "NAME", name), "_run": mod.run}
+    ns.update(values)
+    return SimpleNamespace(**ns)
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="kdiag",
         description="Readable machine state and crash diagnosis for x86 kernels under QEMU.",
@@ -77,14 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kdiag`` console script. Returns the process exit code."""
     if argv is None:
         argv = sys.argv[1:]
-    parser = build_parser(argv)
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: --help (0) or usage error (2)
-        return int(exc.code or 0)
-    if not getattr(args, "_run", None):
-        parser.print_help(sys.stderr)
-        return 2
+    args = _fast_args(argv)
+    if args is None:
+        parser = build_parser(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # argparse: --help (0) or usage error (2)
+            return int(exc.code or 0)
+        if not getattr(args, "_run", None):
+            parser.print_help(sys.stderr)
+            return 2
     try:
         return int(args._run(args))
     except KdiagError as err:

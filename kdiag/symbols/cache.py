@@ -6,30 +6,29 @@ Directory: ``$KDIAG_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/kdiag``, else
 file), the size and the section headers, so a rebuilt or stripped ELF never reuses a stale
 index. ``KDIAG_CACHE_DIR=off`` (or ``none``) disables the disk cache. Writes are atomic
 (temporary file + rename); an unreadable or outdated entry is rebuilt, never an error.
+
+Plain ``os.path`` strings and lazy imports (``tempfile``, ``logging``) only on the write
+side: a warm ``kdiag symbolize`` reads one file, and importing ``pathlib``, ``tempfile`` and
+``logging`` cost it more than the read.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import tempfile
-from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 ENV = "KDIAG_CACHE_DIR"
 
 
-def cache_dir() -> Path | None:
+def cache_dir() -> str | None:
     """The index cache directory, or None when disabled."""
     env = os.environ.get(ENV)
     if env is not None:
         if env.strip().lower() in ("", "off", "none", "0"):
             return None
-        return Path(env)
+        return env
     xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "kdiag"
+    base = xdg if xdg else os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "kdiag")
 
 
 def load(key: str) -> bytes | None:
@@ -37,7 +36,8 @@ def load(key: str) -> bytes | None:
     if d is None:
         return None
     try:
-        return (d / f"{key}.idx").read_bytes()
+        with open(os.path.join(d, f"{key}.idx"), "rb") as f:
+            return f.read()
     except OSError:
         return None
 
@@ -46,18 +46,22 @@ def store(key: str, data: bytes) -> None:
     d = cache_dir()
     if d is None:
         return
+    import tempfile
+
     try:
-        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.makedirs(d, mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".idx-", dir=d)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(tmp, d / f"{key}.idx")
+            os.replace(tmp, os.path.join(d, f"{key}.idx"))
         except BaseException:
             with_suppress_unlink(tmp)
             raise
     except OSError as err:  # a read-only home must not break symbolization
-        log.debug("index cache not written: %s", err)
+        import logging
+
+        logging.getLogger(__name__).debug("index cache not written: %s", err)
 
 
 def with_suppress_unlink(path: str) -> None:
@@ -70,12 +74,14 @@ def with_suppress_unlink(path: str) -> None:
 def clear() -> int:
     """Delete every cached index; return how many files were removed."""
     d = cache_dir()
-    if d is None or not d.is_dir():
+    if d is None or not os.path.isdir(d):
         return 0
     n = 0
-    for p in d.glob("*.idx"):
+    for name in os.listdir(d):
+        if not name.endswith(".idx"):
+            continue
         try:
-            p.unlink()
+            os.unlink(os.path.join(d, name))
             n += 1
         except OSError:
             pass

@@ -5,7 +5,7 @@ building an address index only needs a few attributes of ``DW_TAG_subprogram`` a
 ``DW_TAG_inlined_subroutine`` and the rows of ``.debug_line``. This module walks the raw
 section bytes with per-abbreviation skip plans (DWARF 5, 7.5.3-7.5.6 attribute forms) and runs
 the line-number state machine directly (DWARF 5, 6.2). The ELF container (sections, SHF_COMPRESSED
-decompression) stays with pyelftools in :mod:`kdiag.symbols.elfindex`.
+decompression) is :mod:`kdiag.symbols.elffile`.
 
 Output (:class:`DwarfTables`):
 
@@ -22,7 +22,9 @@ Malformed input raises :class:`DwarfError` (the caller turns it into ``InputErro
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["DwarfError", "DwarfSections", "DwarfTables", "FuncNode", "read_dwarf"]
 
@@ -56,6 +58,12 @@ FUNC_ATTRS = frozenset({AT_NAME, AT_LINKAGE_NAME, AT_MIPS_LINKAGE_NAME, AT_LOW_P
                         AT_CALL_LINE, 0x01, 0x3C})  # + DW_AT_sibling, DW_AT_declaration
 UNIT_TAGS = frozenset({TAG_COMPILE_UNIT, TAG_PARTIAL_UNIT, TAG_SKELETON_UNIT})
 AT_SIBLING, AT_LANGUAGE, AT_DECLARATION = 0x01, 0x13, 0x3C
+CODE_ATTRS = frozenset({AT_LOW_PC, AT_HIGH_PC, AT_RANGES})
+NAME_ATTRS = frozenset({AT_NAME, AT_LINKAGE_NAME, AT_MIPS_LINKAGE_NAME, AT_ABSTRACT_ORIGIN,
+                        AT_SPECIFICATION})
+# what read_dwarf uses of a unit's top DIE (the rest, e.g. DW_AT_producer, is skipped)
+UNIT_ATTRS = frozenset({AT_STR_OFFSETS_BASE, AT_ADDR_BASE, AT_GNU_ADDR_BASE, AT_RNGLISTS_BASE,
+                        AT_LANGUAGE, AT_LOW_PC, AT_COMP_DIR, AT_STMT_LIST})
 # DIEs whose children can never hold a subprogram or an inlined call, so the walk may jump
 # over them by their DW_AT_sibling: call sites (parameters), enumerations (enumerators),
 # function types (parameters), arrays (subranges); in C also structures and unions (members;
@@ -85,41 +93,61 @@ DW_LNE_end_sequence, DW_LNE_set_address = 1, 2
 DW_LNCT_path, DW_LNCT_directory_index = 1, 2
 
 
-@dataclass
 class DwarfSections:
     """Raw (decompressed) bytes of the DWARF sections; absent sections are empty."""
 
-    info: bytes = b""
-    abbrev: bytes = b""
-    line: bytes = b""
-    str: bytes = b""
-    line_str: bytes = b""
-    str_offsets: bytes = b""
-    addr: bytes = b""
-    ranges: bytes = b""
-    rnglists: bytes = b""
-    little_endian: bool = True
+    __slots__ = ("info", "abbrev", "line", "str", "line_str", "str_offsets", "addr", "ranges",
+                 "rnglists", "little_endian")
+
+    def __init__(self, info: bytes = b"", abbrev: bytes = b"", line: bytes = b"",
+                 str: bytes = b"", line_str: bytes = b"", str_offsets: bytes = b"",  # noqa: A002
+                 addr: bytes = b"", ranges: bytes = b"", rnglists: bytes = b"",
+                 little_endian: bool = True) -> None:
+        self.info = info
+        self.abbrev = abbrev
+        self.line = line
+        self.str = str
+        self.line_str = line_str
+        self.str_offsets = str_offsets
+        self.addr = addr
+        self.ranges = ranges
+        self.rnglists = rnglists
+        self.little_endian = little_endian
 
 
-@dataclass
 class FuncNode:
-    """A subprogram or inlined subroutine with code. ``parent`` is an index into ``funcs``."""
+    """A subprogram or inlined subroutine with code. ``parent`` is an index into ``funcs``.
 
-    ranges: list[tuple[int, int]]
-    name_ref: int  # DIE offset whose name (or origin's name) this node carries
-    name: str | None
-    parent: int
-    inlined: bool
-    call_file: int  # file id (index into DwarfTables.files), -1 when none
-    call_line: int
-    depth: int
+    (This module's value classes are plain slotted classes, not dataclasses: importing
+    dataclasses is a few milliseconds of every cold build.)"""
+
+    __slots__ = ("ranges", "name_ref", "name", "parent", "inlined", "call_file", "call_line",
+                 "depth")
+
+    def __init__(self, ranges: list[tuple[int, int]], name_ref: int, name: str | None,
+                 parent: int, inlined: bool, call_file: int, call_line: int,
+                 depth: int) -> None:
+        self.ranges = ranges
+        self.name_ref = name_ref  # DIE offset whose name (or origin's name) this node carries
+        self.name = name
+        self.parent = parent
+        self.inlined = inlined
+        self.call_file = call_file  # file id (index into DwarfTables.files), -1 when none
+        self.call_line = call_line
+        self.depth = depth
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
+        return f"FuncNode({inner})"
 
 
-@dataclass
 class DwarfTables:
-    seqs: list[tuple[list[int], list[int], list[int], int]] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
-    funcs: list[FuncNode] = field(default_factory=list)
+    __slots__ = ("seqs", "files", "funcs")
+
+    def __init__(self) -> None:
+        self.seqs: list[tuple[list[int], list[int], list[int], int]] = []
+        self.files: list[str] = []
+        self.funcs: list[FuncNode] = []
 
 
 # -- primitive readers ------------------------------------------------------------------------
@@ -169,13 +197,31 @@ class _Abbrev:
         self.consts = consts  # attr -> DW_FORM_implicit_const value
 
 
-def _parse_abbrevs(buf: bytes, pos: int,
-                   shared: dict[bytes, _Abbrev] | None = None) -> dict[int, _Abbrev]:
+_ULEB_RE = rb"[\x80-\xff]*[\x00-\x7f]"
+_DECL_RE = (  # tag, children, (attribute, form[, implicit const])*, 0, 0 (DWARF 5, 7.5.3)
+    _ULEB_RE + rb"[\x00\x01](?:(?:[\x80-\xff]+[\x00-\x7f]|[\x01-\x7f])"
+    + rb"(?:\x21" + _ULEB_RE + rb"|[\x80-\xff]+[\x00-\x7f]|[\x01-\x20\x22-\x7f]))*\x00\x00")
+_decl: list[Any] = []
+
+
+def _abbrev_decl() -> Any:
+    """The compiled :data:`_DECL_RE` (``re`` is imported by the first build only)."""
+    if not _decl:
+        import re
+
+        _decl.append(re.compile(_DECL_RE, re.DOTALL))
+    return _decl[0]
+
+
+def _parse_abbrevs(buf: bytes, pos: int, shared: dict[bytes, _Abbrev] | None = None,
+                   end_out: list[int] | None = None) -> dict[int, _Abbrev]:
     """The abbreviation table at ``pos``. ``shared`` (declaration bytes -> _Abbrev) lets the
     many units of one compiler that declare the same abbreviations share one object each
-    (read-only), which saves rebuilding them per unit in large files."""
+    (read-only), which saves rebuilding them per unit in large files. ``end_out`` gets the
+    offset just past the table appended."""
     table: dict[int, _Abbrev] = {}
     uleb = _uleb
+    match = _abbrev_decl().match
     if shared is None:
         shared = {}
     while True:
@@ -185,6 +231,8 @@ def _parse_abbrevs(buf: bytes, pos: int,
         else:
             code, pos = uleb(buf, pos)
         if code == 0:
+            if end_out is not None:
+                end_out.append(pos)
             return table
         tag_pos = pos
         tag = buf[pos]
@@ -194,23 +242,19 @@ def _parse_abbrevs(buf: bytes, pos: int,
             tag, pos = uleb(buf, pos)
         children = buf[pos] != 0
         pos += 1
-        # fast path: every attribute and form fits one byte and no implicit constants, so
-        # the pairs run up to the first 00 00 terminator
-        term = buf.find(b"\0\0", pos)
-        if term >= 0 and not (term - pos) & 1:
-            key = buf[tag_pos:term]
+        # the declaration's bytes (tag to terminator) are the key of an _Abbrev shared with the
+        # other units that declare it the same way: most units of one compiler (one regular
+        # expression match finds its end; a declaration it does not match is parsed alone)
+        m = match(buf, tag_pos)
+        if m is not None:
+            key = buf[tag_pos:m.end()]
             known = shared.get(key)
             if known is not None:
                 table[code] = known
-                pos = term + 2
+                pos = m.end()
                 continue
-            chunk = buf[pos:term]
-            forms = chunk[1::2]
-            if (not chunk or max(chunk) < 0x80) and F_IMPLICIT_CONST not in forms:
-                table[code] = shared[key] = _Abbrev(tag, children,
-                                                    list(zip(chunk[0::2], forms, strict=True)))
-                pos = term + 2
-                continue
+        else:
+            key = b""
         specs = []
         consts: dict[int, int] = {}
         while True:
@@ -230,6 +274,8 @@ def _parse_abbrevs(buf: bytes, pos: int,
                 consts[attr], pos = _sleb(buf, pos)
             specs.append((attr, form))
         table[code] = _Abbrev(tag, children, specs, consts or None)
+        if key and m is not None and m.end() == pos:  # (the parse and the match agree)
+            shared[key] = table[code]
 
 
 class _Unit:
@@ -237,7 +283,7 @@ class _Unit:
 
     __slots__ = ("offset", "end", "version", "addr_size", "off_size", "abbrevs", "die_start",
                  "str_offsets_base", "addr_base", "rnglists_base", "low_pc", "comp_dir",
-                 "stmt_list", "name", "lang")
+                 "stmt_list", "name", "lang", "abbrev_off")
 
     def __init__(self) -> None:
         self.offset = 0
@@ -253,6 +299,7 @@ class _Unit:
         self.low_pc = 0
         self.comp_dir = ""
         self.stmt_list = -1
+        self.abbrev_off = 0
         self.name = ""
         self.lang = 0
 
@@ -263,18 +310,29 @@ class _Reader:
             raise DwarfError("big-endian DWARF is not supported")
         self.sec = sec
         self.abbrev_cache: dict[int, dict[int, _Abbrev]] = {}
-        self.plans: dict[tuple[int, int, int, bool, bool],
-                         dict[int, tuple[int, bool, _Abbrev]]] = {}
+        # code -> plan: a list (dense codes) or a dict
+        self.plans: dict[tuple[int, int, int, bool, bool], Any] = {}
         self.shared_abbrevs: dict[bytes, _Abbrev] = {}
         self.line_strs: dict[int, str] = {}  # .debug_line_str offset -> decoded string
         self.strs: dict[int, bytes] = {}  # .debug_str offset -> string (DW_FORM_strp)
         self.joined: dict[tuple[str, str, str], str] = {}  # (dir, name, comp_dir) -> path
+        # (name offset, directory offset, comp_dir) -> file id (_gcc_v5_fmap)
+        self.v5_fids: dict[tuple[int, int, str], int] = {}
         self.read_plans: dict[tuple[int, int, int, bool, bool],
                               dict[int, list[tuple[int, int, int, int]]]] = {}
+        self.fast_plans: dict[tuple[int, int, int, bool, bool], list[int]] = {}
         # (off_size, addr_size, DWARF 2, C unit) -> id(abbreviation) -> _plan_entry(...)
         self.plan_entries: dict[tuple[int, int, bool, bool],
-                                dict[int, tuple[tuple[int, bool, _Abbrev],
+                                dict[int, tuple[tuple[int, bool, Any],
                                                 list[tuple[int, int, int, int]] | None]]] = {}
+
+    def line_str_at(self, off: int) -> str:
+        """The ``.debug_line_str`` string at ``off``, decoded (once per offset)."""
+        text = self.line_strs.get(off)
+        if text is None:
+            text = self.line_strs[off] = _cstr(self.sec.line_str, off)[0].decode("utf-8",
+                                                                                 "replace")
+        return text
 
     # -- attribute values --------------------------------------------------------------------
     def skip(self, form: int, buf: bytes, pos: int, u: _Unit) -> int:
@@ -401,16 +459,31 @@ class _Reader:
                 p += u.off_size + 1
             if u.addr_size not in (2, 4, 8):
                 raise DwarfError(f"bad address size {u.addr_size} at .debug_info+{pos:#x}")
-            tbl = self.abbrev_cache.get(abbrev_off)
-            if tbl is None:
-                if abbrev_off >= len(self.sec.abbrev):
-                    raise DwarfError(f"abbrev offset {abbrev_off:#x} outside .debug_abbrev")
-                tbl = _parse_abbrevs(self.sec.abbrev, abbrev_off, self.shared_abbrevs)
-                self.abbrev_cache[abbrev_off] = tbl
-            u.abbrevs = tbl
+            if abbrev_off >= len(self.sec.abbrev):
+                raise DwarfError(f"abbrev offset {abbrev_off:#x} outside .debug_abbrev")
+            u.abbrev_off = abbrev_off
             u.die_start = p
             out.append(u)
             pos = u.end
+        # each unit's abbreviation table; identical tables (the same bytes up to the next
+        # table) are parsed once and shared, which also shares _walk_unit's plans for them
+        abbrev = self.sec.abbrev
+        offs = sorted({u.abbrev_off for u in out})
+        nxt = dict(zip(offs, [*offs[1:], len(abbrev)], strict=False))
+        by_bytes: dict[bytes, dict[int, _Abbrev]] = {}
+        for u in out:
+            off = u.abbrev_off
+            tbl = self.abbrev_cache.get(off)
+            if tbl is None:
+                key = abbrev[off:nxt[off]]
+                tbl = by_bytes.get(key)
+                if tbl is None:
+                    ends: list[int] = []
+                    tbl = _parse_abbrevs(abbrev, off, self.shared_abbrevs, ends)
+                    if ends[0] <= nxt[off]:  # the table lies inside the key: reusable
+                        by_bytes[key] = tbl
+                self.abbrev_cache[off] = tbl
+            u.abbrevs = tbl
         return out
 
     def read_plan(self, ab: _Abbrev, u: _Unit, wanted: frozenset[int]
@@ -673,6 +746,55 @@ def _line_header_v5_entries(rd: _Reader, buf: bytes, pos: int, u: _Unit
     return entries, pos
 
 
+_GCC_V5_DIRS = bytes([1, DW_LNCT_path, F_LINE_STRP])
+_GCC_V5_FILES = bytes([2, DW_LNCT_path, F_LINE_STRP, DW_LNCT_directory_index, F_UDATA])
+
+
+def _gcc_v5_fmap(rd: _Reader, buf: bytes, pos: int, n: int, comp_dir: str,
+                 files_out: list[str], file_ids: dict[str, int]
+                 ) -> tuple[list[int], int] | None:
+    """The file-index -> file id map of a DWARF 5 line header in gcc's layout (paths as
+    ``.debug_line_str`` offsets, directory indexes as ULEB128), read from ``pos`` (the
+    directory entry formats); None for any other layout. Each (name offset, directory
+    offset, compilation directory) is joined and looked up once for the whole file, not once
+    per unit that lists it (what :func:`_line_header_v5_entries` and the join would do)."""
+    if buf[pos:pos + 3] != _GCC_V5_DIRS:
+        return None
+    count, pos = _uleb(buf, pos + 3)
+    end = pos + count * n
+    dir_offs = [int.from_bytes(buf[p:p + n], "little") for p in range(pos, end, n)]
+    pos = end
+    if buf[pos:pos + 5] != _GCC_V5_FILES:
+        return None
+    count, pos = _uleb(buf, pos + 5)
+    fids = rd.v5_fids
+    ndirs = len(dir_offs)
+    fmap: list[int] = []
+    for _ in range(count):
+        off = int.from_bytes(buf[pos:pos + n], "little")
+        pos += n
+        di = buf[pos]
+        if di < 0x80:
+            pos += 1
+        else:
+            di, pos = _uleb(buf, pos)
+        key = (off, dir_offs[di] if di < ndirs else -1, comp_dir)
+        fid = fids.get(key)
+        if fid is None:
+            name = rd.line_str_at(off)
+            d = rd.line_str_at(key[1]) if key[1] >= 0 else ""
+            path = rd.joined.get((d, name, comp_dir))
+            if path is None:
+                path = rd.joined[(d, name, comp_dir)] = _join(d, name, comp_dir)
+            fid = file_ids.get(path)
+            if fid is None:
+                fid = file_ids[path] = len(files_out)
+                files_out.append(path)
+            fids[key] = fid
+        fmap.append(fid)
+    return fmap, pos
+
+
 def read_line_program(rd: _Reader, offset: int, u: _Unit, files_out: list[str],
                       file_ids: dict[str, int],
                       seqs: list[tuple[list[int], list[int], list[int], int]]) -> list[int]:
@@ -719,7 +841,12 @@ def read_line_program(rd: _Reader, offset: int, u: _Unit, files_out: list[str],
     pos += opcode_base - 1
     comp_dir = u.comp_dir
     paths: list[str]
-    if version >= 5:
+    fast = _gcc_v5_fmap(rd, buf, pos, lu.off_size, comp_dir, files_out, file_ids) \
+        if version >= 5 else None
+    if fast is not None:
+        fmap, pos = fast
+        paths = []
+    elif version >= 5:
         dirs_e, pos = _line_header_v5_entries(rd, buf, pos, lu)
         files_e, pos = _line_header_v5_entries(rd, buf, pos, lu)
         dirs = [d for d, _ in dirs_e]
@@ -747,7 +874,8 @@ def read_line_program(rd: _Reader, offset: int, u: _Unit, files_out: list[str],
             d = dirs[di] if di < len(dirs) else ""
             name = name_b.decode("utf-8", "replace")
             paths.append(_join(d, name, comp_dir))
-    fmap: list[int] = []
+    if fast is None:
+        fmap = []
     for p in paths:
         fid = file_ids.get(p)
         if fid is None:
@@ -793,9 +921,14 @@ def read_line_program(rd: _Reader, offset: int, u: _Unit, files_out: list[str],
                     add_l(line)
                     last = address
             elif op == 5:  # DW_LNS_set_column (gcc emits one before most rows): skip it
-                while buf[pos] & 0x80:
+                if buf[pos] < 0x80:
                     pos += 1
-                pos += 1
+                else:
+                    while buf[pos] & 0x80:
+                        pos += 1
+                    pos += 1
+            elif op == 6:  # DW_LNS_negate_stmt (the next most frequent): nothing to do
+                pass
             elif op == DW_LNS_copy:
                 if address == last:
                     sf[-1] = fid
@@ -805,13 +938,6 @@ def read_line_program(rd: _Reader, offset: int, u: _Unit, files_out: list[str],
                     add_f(fid)
                     add_l(line)
                     last = address
-            elif op == DW_LNS_advance_pc:
-                v = buf[pos]
-                if v < 0x80:
-                    pos += 1
-                else:
-                    v, pos = _uleb(buf, pos)
-                address += v * min_inst
             elif op == DW_LNS_advance_line:
                 v = buf[pos]
                 if v < 0x40:
@@ -823,14 +949,6 @@ def read_line_program(rd: _Reader, offset: int, u: _Unit, files_out: list[str],
                 else:
                     v, pos = _sleb(buf, pos)
                     line += v
-            elif op == DW_LNS_set_file:
-                file, pos = _uleb(buf, pos)
-                fid = fmap[file] if file < nfiles else -1
-            elif op == DW_LNS_const_add_pc:
-                address += const_add
-            elif op == DW_LNS_fixed_advance_pc:
-                address += _uint(buf, pos, 2)
-                pos += 2
             elif op == 0:
                 n, pos = _uleb(buf, pos)
                 if n == 0:
@@ -849,11 +967,26 @@ def read_line_program(rd: _Reader, offset: int, u: _Unit, files_out: list[str],
                 elif sub == DW_LNE_set_address:
                     address = _uint(buf, pos + 1, n - 1)
                 pos += n
+            elif op == DW_LNS_const_add_pc:
+                address += const_add
+            elif op == DW_LNS_set_file:
+                file, pos = _uleb(buf, pos)
+                fid = fmap[file] if file < nfiles else -1
+            elif op == DW_LNS_advance_pc:
+                v = buf[pos]
+                if v < 0x80:
+                    pos += 1
+                else:
+                    v, pos = _uleb(buf, pos)
+                address += v * min_inst
+            elif op == DW_LNS_fixed_advance_pc:
+                address += _uint(buf, pos, 2)
+                pos += 2
             elif op == 12:  # set_isa
                 while buf[pos] & 0x80:
                     pos += 1
                 pos += 1
-            elif op in (6, 7, 10, 11):  # negate_stmt, basic_block, prologue_end, epilogue_begin
+            elif op in (7, 10, 11):  # basic_block, prologue_end, epilogue_begin
                 pass
             else:
                 for _ in range(std_lengths[op - 1] if op - 1 < len(std_lengths) else 0):
@@ -874,6 +1007,8 @@ def read_dwarf(sec: DwarfSections, want_funcs: bool = True) -> DwarfTables:
     names: dict[int, str] = {}  # DIE offset -> name of named subprograms
     origin: dict[int, int] = {}  # DIE offset -> abstract_origin / specification target
     line_done: dict[int, list[int]] = {}
+    walked: list[_Unit] = []  # units whose DIEs were walked (in .debug_info order)
+    top_plans: dict[tuple[int, int, int, int], list[tuple[int, int, int, int]]] = {}
     buf = sec.info
     try:
         units = rd.units()
@@ -885,15 +1020,21 @@ def read_dwarf(sec: DwarfSections, want_funcs: bool = True) -> DwarfTables:
             ab = u.abbrevs.get(code)
             if ab is None:
                 raise DwarfError(f"unknown abbreviation {code} at .debug_info+{u.die_start:#x}")
-            top, pos = rd.attrs(ab, buf, pos, u)
             if ab.tag not in UNIT_TAGS:
                 continue
+            top_plan_key = (id(ab), u.off_size, u.addr_size, u.version)
+            top_plan = top_plans.get(top_plan_key)
+            if top_plan is None:
+                top_plan = top_plans[top_plan_key] = rd.read_plan(ab, u, UNIT_ATTRS)
+            top, pos = rd.planned_attrs(top_plan, buf, pos, u)
+            based = False
             for at, name in ((AT_STR_OFFSETS_BASE, "str_offsets_base"), (AT_ADDR_BASE, "addr_base"),
                              (AT_GNU_ADDR_BASE, "addr_base"), (AT_RNGLISTS_BASE, "rnglists_base")):
                 if at in top and isinstance(top[at][1], int):
                     setattr(u, name, top[at][1])
-            # re-read strings that needed the bases (strx forms before str_offsets_base)
-            top, _ = rd.attrs(ab, buf, _uleb(buf, u.die_start)[1], u)
+                    based = True
+            if based:  # re-read values that needed the bases (strx forms before the base)
+                top, _ = rd.planned_attrs(top_plan, buf, _uleb(buf, u.die_start)[1], u)
             lang = top.get(AT_LANGUAGE)
             u.lang = lang[1] if lang and isinstance(lang[1], int) else 0
             low = top.get(AT_LOW_PC)
@@ -909,35 +1050,140 @@ def read_dwarf(sec: DwarfSections, want_funcs: bool = True) -> DwarfTables:
                     fmap = read_line_program(rd, sl[1], u, out.files, file_ids, out.seqs)
                     line_done[sl[1]] = fmap
             if want_funcs and ab.children:
+                walked.append(u)
                 _walk_unit(rd, u, pos, out, fmap, names, origin)
     except IndexError as err:
         raise DwarfError("truncated DWARF data (a section ends inside an entry)") from err
     # resolve names through abstract_origin / specification chains
+    info = _NameResolver(rd, walked, names, origin).info
     for node in out.funcs:
         ref = node.name_ref
         for _ in range(8):
-            if ref in names:
-                node.name = names[ref]
+            found, nxt = info(ref)
+            if found is not None:
+                node.name = found
                 break
-            nxt = origin.get(ref)
             if nxt is None:
                 break
             ref = nxt
     return out
 
 
+class _NameResolver:
+    """Name and origin of the DIE at an offset, for the names of function nodes.
+
+    The walk records them for the DIEs it reads (those that can have code); a subprogram
+    without code (a declaration, an abstract instance of an inline function) is read here,
+    only when a node's ``DW_AT_abstract_origin``/``DW_AT_specification`` chain reaches it: in
+    large C++ files most of them never are. Only DIEs of walked units count, and only
+    subprograms and inlined subroutines, as if the walk had read them all.
+    """
+
+    def __init__(self, rd: _Reader, walked: list[_Unit], names: dict[int, str],
+                 origin: dict[int, int]) -> None:
+        self.rd = rd
+        self.units = walked
+        self.starts = [u.offset for u in walked]
+        self.names = names
+        self.origin = origin
+        self.lazy: dict[int, tuple[str | None, int | None]] = {}
+
+    def info(self, ref: int) -> tuple[str | None, int | None]:
+        name = self.names.get(ref)
+        if name is not None:
+            return name, None
+        nxt = self.origin.get(ref)
+        if nxt is not None:
+            return None, nxt
+        got = self.lazy.get(ref)
+        if got is None:
+            got = self.lazy[ref] = self._read(ref)
+        return got
+
+    def _read(self, ref: int) -> tuple[str | None, int | None]:
+        from bisect import bisect_right
+
+        i = bisect_right(self.starts, ref) - 1
+        if i < 0:
+            return None, None
+        u = self.units[i]
+        if not u.die_start <= ref < u.end:
+            return None, None
+        buf = self.rd.sec.info
+        try:
+            code, pos = _uleb(buf, ref)
+            ab = u.abbrevs.get(code)
+            if ab is None or ab.tag not in INTERESTING:
+                return None, None
+            attrs, _ = self.rd.attrs(ab, buf, pos, u, NAME_ATTRS)
+        except (IndexError, DwarfError):
+            return None, None
+        name = None
+        nm = attrs.get(AT_LINKAGE_NAME) or attrs.get(AT_MIPS_LINKAGE_NAME) or attrs.get(AT_NAME)
+        if nm is not None and isinstance(nm[1], bytes):
+            name = nm[1].decode("utf-8", "replace")
+        org = attrs.get(AT_ABSTRACT_ORIGIN) or attrs.get(AT_SPECIFICATION)
+        return name, (org[1][1] if org is not None and isinstance(org[1], tuple) else None)
+
+
 def _plan_entry(rd: _Reader, ab: _Abbrev, u: _Unit, is_c: bool
-                ) -> tuple[tuple[int, bool, _Abbrev], list[tuple[int, int, int, int]] | None]:
+                ) -> tuple[tuple[int, bool, Any], list[tuple[int, int, int, int]] | None]:
     """How :func:`_walk_unit` treats DIEs of ``ab`` (see the codes there), and the attribute
     read plan of the DIEs it reads."""
     if ab.tag in INTERESTING:
-        return (-2, ab.children, ab), rd.read_plan(ab, u, FUNC_ATTRS)
+        attrs = {attr for attr, _form in ab.specs}
+        if attrs & CODE_ATTRS:
+            return (-2, ab.children, ab), rd.read_plan(ab, u, FUNC_ATTRS)
+        # no code: never a node. Its name (or origin) matters only when a node refers to it,
+        # which read_dwarf resolves afterwards (_NameResolver); the walk steps over it, and
+        # over its children too where DW_AT_sibling says how far: a declaration's are its
+        # parameters, an abstract instance's (DW_AT_inline) its abstract parameters, locals
+        # and blocks - none has code either
+        if ab.children:
+            sib = rd.sibling_offset(ab, u)
+            if sib is not None:
+                return (-3 - sib, True, ab), None
+            if AT_DECLARATION in attrs:  # (its DW_AT_sibling, read, may still say)
+                return (-2, ab.children, ab), rd.read_plan(ab, u, FUNC_ATTRS)
     if ab.children and ab.tag in (SKIP_CHILDREN_C if is_c else SKIP_CHILDREN):
         sib = rd.sibling_offset(ab, u)
         if sib is not None:
             return (-3 - sib, True, ab), None
     fs = rd.fixed_size(ab, u)
-    return (-1 if fs is None else fs, ab.children, ab), None
+    if fs is None:
+        return (-1, ab.children, _skip_steps(rd, ab, u)), None
+    return (fs, ab.children, ab), None
+
+
+_LEB, _LEN_LEB, _CSTRING, _LEN1, _OTHER = 1, 2, 3, 4, 5
+
+
+def _skip_steps(rd: _Reader, ab: _Abbrev, u: _Unit) -> tuple[tuple[int, int, int], ...]:
+    """``ab``'s attributes as skip steps ``(fixed bytes, kind, form)`` for DIEs that have
+    variable-size values: first skip the fixed bytes, then one value of ``kind`` (0 none,
+    ``_LEB`` a LEB128, ``_LEN_LEB`` a ULEB128 length and that many bytes (exprloc, block),
+    ``_CSTRING``, ``_LEN1`` a block1, ``_OTHER`` anything else: :meth:`_Reader.skip`)."""
+    steps: list[tuple[int, int, int]] = []
+    fixed = 0
+    for attr, form in ab.specs:
+        n = rd.fixed_size(_Abbrev(ab.tag, False, [(attr, form)]), u)
+        if n is not None:
+            fixed += n
+            continue
+        if form in _ULEB_FORMS or form == F_SDATA:
+            kind = _LEB
+        elif form in (F_EXPRLOC, F_BLOCK):
+            kind = _LEN_LEB
+        elif form == F_STRING:
+            kind = _CSTRING
+        elif form == F_BLOCK1:
+            kind = _LEN1
+        else:
+            kind = _OTHER
+        steps.append((fixed, kind, form))
+        fixed = 0
+    steps.append((fixed, 0, 0))
+    return tuple(steps)
 
 
 def _walk_unit(rd: _Reader, u: _Unit, pos: int, out: DwarfTables, fmap: list[int],
@@ -952,10 +1198,13 @@ def _walk_unit(rd: _Reader, u: _Unit, pos: int, out: DwarfTables, fmap: list[int
     read_plans = rd.read_plans.get(plan_key)
     if fixed is None or read_plans is None:
         # code -> (size, has children, abbrev): size >= 0 a fixed size to skip, -1 a DIE
-        # to skip attribute by attribute, -2 a DIE to read (subprograms, inlined calls),
-        # -3 - k a DIE to jump over with its children: its DW_AT_sibling (ref4) is k bytes in.
+        # to skip attribute by attribute (then not the abbrev but its _skip_steps), -2 a DIE
+        # to read (subprograms, inlined calls), -3 - k a DIE to jump over with its children:
+        # its DW_AT_sibling (ref4) is k bytes in.
         # The entry of each (shared) abbreviation is computed once per unit shape.
-        fixed = {}
+        # (a list indexed by code: abbreviation codes are small and dense)
+        top = max(abbrevs, default=0)
+        fixed = [None] * (top + 1) if top <= 4 * len(abbrevs) + 64 else {}
         read_plans = {}
         entries = rd.plan_entries.setdefault(ctx, {})
         for code, ab in abbrevs.items():
@@ -967,6 +1216,13 @@ def _walk_unit(rd: _Reader, u: _Unit, pos: int, out: DwarfTables, fmap: list[int
                 read_plans[code] = ent[1]
         rd.plans[plan_key] = fixed
         rd.read_plans[plan_key] = read_plans
+    # the hot case first: one-byte code -> total size of a childless fixed-size DIE (else 0)
+    fast = rd.fast_plans.get(plan_key)
+    if fast is None:
+        fast = rd.fast_plans[plan_key] = [0] * 0x80
+        for code, plan in (fixed.items() if isinstance(fixed, dict) else enumerate(fixed)):
+            if plan is not None and 0 < code < 0x80 and plan[0] >= 0 and not plan[1]:
+                fast[code] = 1 + plan[0]
     stack: list[int] = []  # enclosing node index per open DIE with children (-1 none)
     current = -1
     depth = 1
@@ -974,8 +1230,13 @@ def _walk_unit(rd: _Reader, u: _Unit, pos: int, out: DwarfTables, fmap: list[int
     skip = rd.skip
     nf = len(fmap)
     while pos < end:
-        start = pos
         code = buf[pos]
+        if code < 0x80:
+            n = fast[code]
+            if n:
+                pos += n
+                continue
+        start = pos
         if code < 0x80:
             pos += 1
         else:
@@ -986,12 +1247,36 @@ def _walk_unit(rd: _Reader, u: _Unit, pos: int, out: DwarfTables, fmap: list[int
             current = stack.pop()
             depth -= 1
             continue
-        plan = fixed.get(code)
-        if plan is None:
-            raise DwarfError(f"unknown abbreviation {code} at .debug_info+{start:#x}")
-        fs, children, ab = plan
+        try:
+            fs, children, ab = fixed[code]
+        except (IndexError, KeyError, TypeError):  # past the list, not in the dict, None
+            raise DwarfError(f"unknown abbreviation {code} at .debug_info+{start:#x}") from None
         if fs >= 0:
             pos += fs
+            if children:
+                stack.append(current)
+                depth += 1
+            continue
+        if fs == -1:  # skip attribute by attribute (`ab` holds _skip_steps)
+            for n, kind, form in ab:
+                pos += n
+                if kind == _LEB:
+                    while buf[pos] & 0x80:
+                        pos += 1
+                    pos += 1
+                elif kind == _LEN_LEB:
+                    n = buf[pos]
+                    if n < 0x80:
+                        pos += 1 + n
+                    else:
+                        n, pos = _uleb(buf, pos)
+                        pos += n
+                elif kind == _CSTRING:
+                    pos = buf.index(0, pos) + 1
+                elif kind == _LEN1:
+                    pos += 1 + buf[pos]
+                elif kind == _OTHER:
+                    pos = skip(form, buf, pos, u)
             if children:
                 stack.append(current)
                 depth += 1
@@ -1002,13 +1287,11 @@ def _walk_unit(rd: _Reader, u: _Unit, pos: int, out: DwarfTables, fmap: list[int
             if pos < target <= end:
                 pos = target
                 continue
-            fs = -1  # a sibling that points nowhere sensible: walk it
-        if fs == -1:
+            # a sibling that points nowhere sensible: walk it
             for _attr, form in ab.specs:
                 pos = skip(form, buf, pos, u)
-            if ab.children:
-                stack.append(current)
-                depth += 1
+            stack.append(current)
+            depth += 1
             continue
         attrs, pos = rd.planned_attrs(read_plans[code], buf, pos, u)
         nm = attrs.get(AT_LINKAGE_NAME) or attrs.get(AT_MIPS_LINKAGE_NAME) or attrs.get(AT_NAME)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-import zlib
-from dataclasses import dataclass
-from pathlib import Path
 
 from kdiag.errors import InputError
+
+TYPE_CHECKING = False  # typing's constant without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
 
 SHT_SYMTAB, SHT_NOTE, SHT_NOBITS, SHT_DYNSYM = 2, 7, 8, 11
 SHF_ALLOC, SHF_EXECINSTR, SHF_COMPRESSED = 0x2, 0x4, 0x800
@@ -25,8 +26,41 @@ NT_GNU_BUILD_ID = 3
 EM_386, EM_X86_64 = 3, 62
 
 
-@dataclass(frozen=True, slots=True)
-class Section:
+class _Header:
+    """A read-only ELF header entry: the values of ``__slots__``, in order. Hand-written, not a
+    dataclass or ``kdiag._record``: those generate and compile methods when the module is
+    imported, a millisecond each of every warm ``kdiag symbolize``."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def __init__(self, *values: int | str) -> None:
+        if len(values) != len(self.__slots__):
+            raise TypeError(f"{type(self).__name__} takes {len(self.__slots__)} values")
+        for name, value in zip(self.__slots__, values, strict=True):
+            object.__setattr__(self, name, value)
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, n) for n in self.__slots__)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
+        return f"{type(self).__name__}({inner})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+
+class Section(_Header):
+    __slots__ = ("index", "name", "type", "flags", "addr", "offset", "size", "link", "info",
+                 "entsize")
     index: int
     name: str
     type: int
@@ -39,8 +73,8 @@ class Section:
     entsize: int
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
+class Segment(_Header):
+    __slots__ = ("type", "offset", "vaddr", "paddr", "filesz", "memsz", "flags")
     type: int
     offset: int
     vaddr: int
@@ -173,11 +207,15 @@ class ElfFile:
             if ch_type != 1:
                 raise InputError(f"{self.path}: section {sec.name} uses compression type "
                                  f"{ch_type} (only zlib is supported)")
+            import zlib
+
             try:
                 return zlib.decompress(raw[hsize:])
             except zlib.error as err:
                 raise self._bad(f"section {sec.name} does not decompress: {err}") from err
         if sec.name.startswith(".zdebug") and raw[:4] == b"ZLIB":
+            import zlib
+
             try:
                 return zlib.decompress(raw[12:])
             except zlib.error as err:
@@ -240,12 +278,20 @@ class ElfFile:
         return res
 
 
+def _blake2b(digest_size: int) -> Any:
+    """``hashlib.blake2b`` without importing hashlib (which loads OpenSSL's ``_hashlib``: a few
+    milliseconds of every warm ``kdiag symbolize`` start); the same hash."""
+    try:
+        from _blake2 import blake2b
+    except ImportError:  # an interpreter built without it
+        from hashlib import blake2b
+    return blake2b(digest_size=digest_size)
+
+
 def file_key(path: str | os.PathLike[str]) -> tuple[str, ElfFile]:
     """A cache key for ``path``: hash of (build-id or whole content, size, section headers)."""
-    import hashlib
-
     elf = ElfFile(path)
-    h = hashlib.blake2b(digest_size=20)
+    h = _blake2b(20)
     bid = elf.build_id()
     h.update(str(len(elf.data)).encode())
     h.update(elf.shdr_bytes)
@@ -256,6 +302,3 @@ def file_key(path: str | os.PathLike[str]) -> tuple[str, ElfFile]:
         h.update(elf.data)
     return h.hexdigest(), elf
 
-
-def path_str(path: str | os.PathLike[str]) -> str:
-    return str(Path(path))

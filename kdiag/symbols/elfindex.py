@@ -1,4 +1,4 @@
-"""The per-ELF address index: compact sorted arrays, built once, pickled, bisected.
+"""The per-ELF address index: compact sorted arrays, built once, cached on disk, bisected.
 
 An :class:`ElfIndex` holds, for one ELF (addresses unbiased, as linked):
 
@@ -11,75 +11,130 @@ An :class:`ElfIndex` holds, for one ELF (addresses unbiased, as linked):
 
 ``build(path)`` reads the ELF; ``to_bytes``/``from_bytes`` are the on-disk form used by
 :mod:`kdiag.symbols.cache`. Lookups are ``bisect`` over ``array`` columns.
+
+A warm ``kdiag symbolize`` only loads an index, so this module imports nothing heavy at the
+top: the DWARF and STABS readers (and ``heapq``) are imported by :func:`build`, and the
+on-disk form is ``marshal`` (built into the interpreter: no ``pickle`` import, a millisecond or
+two of a short process; loading is as fast as the pickle it replaced) of the plain fields plus
+each ``array`` column as raw bytes.
 """
 
 from __future__ import annotations
 
 import gc
-import heapq
-import pickle
+import marshal
+import sys
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
 
 from kdiag.errors import InputError
-from kdiag.symbols.dwarf import DwarfError, DwarfSections, DwarfTables, FuncNode, read_dwarf
 from kdiag.symbols.elffile import PT_LOAD, SHF_ALLOC, SHF_EXECINSTR, ElfFile
-from kdiag.symbols.stabs import EipDebugInfo, StabLines, StabTable, build_segments, read_lines
 
-FORMAT_VERSION = 5
+TYPE_CHECKING = False  # typing's constant without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from kdiag.symbols.dwarf import DwarfTables
+    from kdiag.symbols.stabs import EipDebugInfo, StabLines
+
+FORMAT_VERSION = 6  # 6: marshal (5 and older: pickle, rebuilt on first use)
+MAGIC = b"KDIX"  # then marshal of (FORMAT_VERSION, byte order, plain fields, array columns)
 STT_NOTYPE, STT_OBJECT, STT_FUNC = 0, 1, 2
 NONE = -1
 
 
-@dataclass
 class ElfIndex:
+    """The index of one ELF (see the module docstring). A plain class, not a dataclass or
+    ``kdiag._record``: a warm ``kdiag symbolize`` only loads one (``from_bytes``), and
+    generating the methods of a 34-field record at import costs it more than the load."""
+
     path: str
     key: str
     elfclass: int
     machine: int
     entry: int
-    load_ranges: list[tuple[int, int]] = field(default_factory=list)
+    load_ranges: list[tuple[int, int]]
     # symbols
-    sym_starts: array[int] = field(default_factory=lambda: array("Q"))
-    sym_ends: array[int] = field(default_factory=lambda: array("Q"))
-    sym_names: list[str] = field(default_factory=list)
+    sym_starts: array[int]
+    sym_ends: array[int]
+    sym_names: list[str]
     # DWARF line table
-    ln_addrs: array[int] = field(default_factory=lambda: array("Q"))
-    ln_files: array[int] = field(default_factory=lambda: array("i"))
-    ln_lines: array[int] = field(default_factory=lambda: array("I"))
-    files: list[str] = field(default_factory=list)
+    ln_addrs: array[int]
+    ln_files: array[int]
+    ln_lines: array[int]
+    files: list[str]
     # DWARF function segments and nodes
-    fs_starts: array[int] = field(default_factory=lambda: array("Q"))
-    fs_node: array[int] = field(default_factory=lambda: array("i"))
-    fn_name: array[int] = field(default_factory=lambda: array("i"))
-    fn_parent: array[int] = field(default_factory=lambda: array("i"))
-    fn_call_file: array[int] = field(default_factory=lambda: array("i"))
-    fn_call_line: array[int] = field(default_factory=lambda: array("I"))
-    fn_entry: array[int] = field(default_factory=lambda: array("Q"))
-    fn_inlined: bytes = b""
-    fn_narg: array[int] = field(default_factory=lambda: array("i"))
-    fn_names: list[str] = field(default_factory=list)
-    line_source: str = ""  # "dwarf" or "stabs": which table filled ln_* and fn_*
+    fs_starts: array[int]
+    fs_node: array[int]
+    fn_name: array[int]
+    fn_parent: array[int]
+    fn_call_file: array[int]
+    fn_call_line: array[int]
+    fn_entry: array[int]
+    fn_inlined: bytes
+    fn_narg: array[int]
+    fn_names: list[str]
+    line_source: str  # "dwarf" or "stabs": which table filled ln_* and fn_*
     # STABS segments
-    st_starts: array[int] = field(default_factory=lambda: array("Q"))
-    st_file: array[int] = field(default_factory=lambda: array("i"))
-    st_line: array[int] = field(default_factory=lambda: array("i"))
-    st_fn: array[int] = field(default_factory=lambda: array("i"))
-    st_fnaddr: array[int] = field(default_factory=lambda: array("q"))
-    st_narg: array[int] = field(default_factory=lambda: array("i"))
-    st_ok: bytes = b""
-    st_names: list[str] = field(default_factory=list)
-    has_dwarf: bool = False
-    has_stabs: bool = False
+    st_starts: array[int]
+    st_file: array[int]
+    st_line: array[int]
+    st_fn: array[int]
+    st_fnaddr: array[int]
+    st_narg: array[int]
+    st_ok: bytes
+    st_names: list[str]
+    has_dwarf: bool
+    has_stabs: bool
+
+    def __init__(self, path: str, key: str, elfclass: int, machine: int, entry: int) -> None:
+        self.path = path
+        self.key = key
+        self.elfclass = elfclass
+        self.machine = machine
+        self.entry = entry
+        self.load_ranges = []
+        self.sym_starts = array("Q")
+        self.sym_ends = array("Q")
+        self.sym_names = []
+        self.ln_addrs = array("Q")
+        self.ln_files = array("i")
+        self.ln_lines = array("I")
+        self.files = []
+        self.fs_starts = array("Q")
+        self.fs_node = array("i")
+        self.fn_name = array("i")
+        self.fn_parent = array("i")
+        self.fn_call_file = array("i")
+        self.fn_call_line = array("I")
+        self.fn_entry = array("Q")
+        self.fn_inlined = b""
+        self.fn_narg = array("i")
+        self.fn_names = []
+        self.line_source = ""
+        self.st_starts = array("Q")
+        self.st_file = array("i")
+        self.st_line = array("i")
+        self.st_fn = array("i")
+        self.st_fnaddr = array("q")
+        self.st_narg = array("i")
+        self.st_ok = b""
+        self.st_names = []
+        self.has_dwarf = False
+        self.has_stabs = False
 
     # -- serialization ---------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-        return pickle.dumps((FORMAT_VERSION, state), protocol=pickle.HIGHEST_PROTOCOL)
+        plain: dict[str, object] = {}
+        arrays: dict[str, tuple[str, bytes]] = {}
+        for k, v in self.__dict__.items():
+            if k.startswith("_"):
+                continue
+            if isinstance(v, array):
+                arrays[k] = (v.typecode, v.tobytes())
+            else:
+                plain[k] = v
+        return MAGIC + marshal.dumps((FORMAT_VERSION, sys.byteorder, plain, arrays))
 
     def columns(self) -> tuple[list[int], list[int], list[int], list[int], list[int]]:
         """Plain-list copies of the bisected columns (lists index twice as fast as arrays):
@@ -91,14 +146,34 @@ class ElfIndex:
             self.__dict__["_columns"] = cols
         return cols
 
+    def node_memo(self) -> dict[int, Any]:
+        """A per-index memo of what each function node says (kdiag.symbols.symbolizer):
+        kept in memory with the index, never written to disk."""
+        memo = self.__dict__.get("_node_memo")
+        if memo is None:
+            memo = self.__dict__["_node_memo"] = {}
+        return memo
+
     @classmethod
     def from_bytes(cls, data: bytes) -> ElfIndex:
+        """The index :meth:`to_bytes` wrote. ValueError (or another exception: the caller
+        rebuilds on any) for anything else: another format version, byte order, or damage."""
+        if data[:4] != MAGIC:
+            raise ValueError("not a kdiag index (an older format?)")
         with no_gc():
-            version, state = pickle.loads(data)
-        if version != FORMAT_VERSION:
-            raise ValueError(f"index format {version} != {FORMAT_VERSION}")
+            version, order, plain, arrays = marshal.loads(memoryview(data)[4:])
+        if version != FORMAT_VERSION or order != sys.byteorder:
+            raise ValueError(f"index format {version}/{order} != {FORMAT_VERSION}/{sys.byteorder}")
         obj = cls.__new__(cls)
-        obj.__dict__.update(state)
+        d = obj.__dict__
+        d.update(plain)
+        for k, (typecode, raw) in arrays.items():
+            col = array(typecode)
+            col.frombytes(raw)
+            d[k] = col
+        missing = [f for f in _FIELDS if f not in d]
+        if missing:
+            raise ValueError(f"index lacks {', '.join(missing)}")
         return obj
 
     # -- lookups (addresses as linked, i.e. bias already removed) ---------------------------------
@@ -130,6 +205,8 @@ class ElfIndex:
         """The kernel's ``debuginfo_eip(addr)`` for this ELF's ``.stab`` (None: no STABS)."""
         if not self.has_stabs:
             return None
+        from kdiag.symbols.stabs import EipDebugInfo
+
         i = bisect_right(self.st_starts, addr) - 1
         if i < 0:
             i = 0
@@ -142,22 +219,28 @@ class ElfIndex:
         return any(lo <= addr < hi for lo, hi in self.load_ranges)
 
 
+_FIELDS = tuple(ElfIndex.__annotations__)
+
+
 # -- building ----------------------------------------------------------------------------------------
-@contextmanager
-def no_gc() -> Iterator[None]:
+class no_gc:  # noqa: N801 - used like a function: `with no_gc():`
     """Pause the cyclic garbage collector (restoring its state after).
 
     Building or loading an index allocates millions of small acyclic objects (tuples, ints,
     lists); every 700 allocations CPython would scan the young generation for cycles there
     are none of, which costs about 15% of a large cold build. Reference counting still
-    frees everything as usual.
+    frees everything as usual. (A class, not ``contextlib.contextmanager``: importing
+    contextlib is start-up time of a short process.)
     """
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
+
+    __slots__ = ("was",)
+
+    def __enter__(self) -> None:
+        self.was = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.was:
             gc.enable()
 
 
@@ -223,6 +306,8 @@ def _build_symbols(elf: ElfFile, idx: ElfIndex) -> None:
 def _build_dwarf(elf: ElfFile, idx: ElfIndex) -> None:
     if elf.section(".debug_info") is None and elf.section(".zdebug_info") is None:
         return
+    from kdiag.symbols.dwarf import DwarfError, DwarfSections, read_dwarf
+
     sec = DwarfSections(
         info=elf.dwarf_section(".debug_info"), abbrev=elf.dwarf_section(".debug_abbrev"),
         line=elf.dwarf_section(".debug_line"), str=elf.dwarf_section(".debug_str"),
@@ -288,43 +373,60 @@ def _index_lines(t: DwarfTables, idx: ElfIndex) -> None:
 def _index_funcs(t: DwarfTables, idx: ElfIndex, narg: list[int] | None = None) -> None:
     names: dict[str, int] = {}
     funcs = t.funcs
-    for i, node in enumerate(funcs):
+    fn_names = idx.fn_names
+    name_ids = []
+    for node in funcs:
         nm = node.name or "??"
         ni = names.get(nm)
         if ni is None:
-            ni = names[nm] = len(idx.fn_names)
-            idx.fn_names.append(nm)
-        idx.fn_name.append(ni)
-        idx.fn_parent.append(node.parent)
-        idx.fn_call_file.append(node.call_file)
-        idx.fn_call_line.append(node.call_line)
-        idx.fn_entry.append(min(lo for lo, _ in node.ranges))
-        idx.fn_narg.append(narg[i] if narg is not None else -1)
-    idx.fn_inlined = bytes(1 if n.inlined else 0 for n in funcs)
+            ni = names[nm] = len(fn_names)
+            fn_names.append(nm)
+        name_ids.append(ni)
+    idx.fn_name.extend(name_ids)
+    idx.fn_parent.extend([node.parent for node in funcs])
+    idx.fn_call_file.extend([node.call_file for node in funcs])
+    idx.fn_call_line.extend([node.call_line for node in funcs])
+    idx.fn_entry.extend([node.ranges[0][0] if len(node.ranges) == 1 else min(node.ranges)[0]
+                         for node in funcs])
+    idx.fn_narg.extend(narg if narg is not None else [-1] * len(funcs))
+    idx.fn_inlined = bytes([1 if n.inlined else 0 for n in funcs])
+    import heapq
+
     # flatten nested ranges: at each boundary the deepest open node (latest on ties) wins
-    events: list[tuple[int, int, int]] = []  # (addr, +1 open / 0 close, node)
+    # events (addr, 1 open / 0 close, node) packed in one int each: ints sort several times
+    # faster than tuples, in the same order
+    events: list[int] = []
+    add = events.append
     for i, node in enumerate(funcs):
         for lo, hi in node.ranges:
-            events.append((lo, 1, i))
-            events.append((hi, 0, i))
+            add(lo << 33 | 1 << 32 | i)
+            add(hi << 33 | i)
     events.sort()
+    mask = 0xFFFFFFFF
     heap: list[tuple[int, int, int]] = []  # (-depth, -order, node)
     open_count = [0] * len(funcs)
     neg_depth = [-node.depth for node in funcs]
     push, pop = heapq.heappush, heapq.heappop
-    starts, nodes = idx.fs_starts, idx.fs_node
-    i = 0
+    starts: list[int] = []
+    nodes: list[int] = []
     n = len(events)
+    i = 0
     while i < n:
-        addr = events[i][0]
-        while i < n and events[i][0] == addr:
-            _, kind, node_i = events[i]
-            if kind:
+        ev = events[i]
+        addr = ev >> 33
+        while True:  # every event at addr
+            node_i = ev & mask
+            if ev >> 32 & 1:
                 open_count[node_i] += 1
                 push(heap, (neg_depth[node_i], -node_i, node_i))
             else:
                 open_count[node_i] -= 1
             i += 1
+            if i == n:
+                break
+            ev = events[i]
+            if ev >> 33 != addr:
+                break
         while heap and open_count[heap[0][2]] <= 0:
             pop(heap)
         top = heap[0][2] if heap else NONE
@@ -335,6 +437,8 @@ def _index_funcs(t: DwarfTables, idx: ElfIndex, narg: list[int] | None = None) -
         else:
             starts.append(addr)
             nodes.append(top)
+    idx.fs_starts.extend(starts)
+    idx.fs_node.extend(nodes)
 
 
 def _build_stabs(elf: ElfFile, idx: ElfIndex) -> None:
@@ -357,6 +461,8 @@ def _build_stabs(elf: ElfFile, idx: ElfIndex) -> None:
         lo, hi = marks["__STABSTR_BEGIN__"] - strsec.addr, marks["__STABSTR_END__"] - strsec.addr
         if 0 <= lo <= hi <= len(stabstr):
             stabstr = stabstr[lo:hi]
+    from kdiag.symbols.stabs import StabTable, build_segments, read_lines
+
     table = StabTable(stab_data, stabstr)
     if not len(table):
         return
@@ -384,6 +490,9 @@ def _index_stab_lines(sl: StabLines, idx: ElfIndex,
     ``sl.entries`` (a function, or a source file without functions) or the end of its code
     section (``code``: executable section ranges), whichever comes first.
     """
+    from kdiag.symbols.dwarf import DwarfTables, FuncNode
+    from kdiag.symbols.stabs import StabLines
+
     if code:
         entries = sl.entries
         funcs = []

@@ -9,25 +9,29 @@ Typical use::
 
 Each ELF's index (:mod:`kdiag.symbols.elfindex`) is built once and cached on disk
 (:mod:`kdiag.symbols.cache`) and in memory, so a second ``add_elf`` of the same file costs a
-hash of its headers and an unpickle. ``lookup`` answers from DWARF where present, then STABS,
-then the symbol table. Corrupt files raise :class:`~kdiag.errors.InputError` with one line.
+hash of its headers and a ``marshal`` load. ``lookup`` answers from DWARF where present, then
+STABS, then the symbol table. Corrupt files raise :class:`~kdiag.errors.InputError` with one line.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from bisect import bisect_right
-from collections.abc import Iterable
 
 from kdiag.errors import InputError
 from kdiag.symbols import cache
 from kdiag.symbols.elffile import file_key
 from kdiag.symbols.elfindex import NONE, ElfIndex, build, no_gc
 from kdiag.symbols.location import InlinedCall, Location
-from kdiag.symbols.stabs import EipDebugInfo
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False  # typing's constant without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import TypeVar
+
+    from kdiag.symbols.stabs import EipDebugInfo
+
+    T = TypeVar("T")
 
 _memory: dict[str, ElfIndex] = {}
 
@@ -44,7 +48,10 @@ def load_index(path: str | os.PathLike[str], use_cache: bool = True) -> ElfIndex
             try:
                 idx = ElfIndex.from_bytes(data)
             except Exception as err:  # stale format or damaged cache file: rebuild
-                log.debug("cached index for %s unusable (%s); rebuilding", path, err)
+                import logging
+
+                logging.getLogger(__name__).debug("cached index for %s unusable (%s); "
+                                                  "rebuilding", path, err)
                 idx = None
         if idx is None:
             try:
@@ -114,6 +121,26 @@ class Symbolizer:
                 return _locate_many(idx, bias, addrs)
             return [self.lookup(a) for a in addrs]
 
+    def map_segments(self, addrs: Iterable[int],
+                     per_segment: Callable[[Location], Callable[[int, int], T]]
+                     ) -> list[T | None]:
+        """``[f(a) for a in addrs]`` (None for an unknown address) where ``f(a)`` is
+        ``per_segment(loc)(a, loc.offset)`` for ``loc = lookup(a)``, but with one call of
+        ``per_segment`` per *segment* (a run of addresses whose Locations differ only in
+        ``address`` and ``offset``), with the Location of the first address met in it, and
+        no Location per address. For renderers of big batches (``kdiag symbolize``), which
+        format the shared part once per segment."""
+        addrs = list(addrs)
+        with no_gc():
+            if len(self.elfs) == 1:
+                idx, bias = self.elfs[0]
+                return _map_segments(idx, bias, addrs, per_segment)
+            out: list[T | None] = []
+            for a in addrs:
+                loc = self.lookup(a)
+                out.append(None if loc is None else per_segment(loc)(a, loc.offset))
+            return out
+
     def stabs_info(self, addr: int) -> EipDebugInfo | None:
         """JOS ``debuginfo_eip(addr)`` from the STABS of the ELF holding ``addr``.
 
@@ -126,6 +153,8 @@ class Symbolizer:
             info = idx.stabs_at((addr - bias) & _mask(idx))
             if info is not None:
                 if bias:
+                    from kdiag.symbols.stabs import EipDebugInfo
+
                     info = EipDebugInfo(info.file, info.line, info.fn_name, info.fn_addr + bias,
                                         info.narg, info.ok)
                 return info
@@ -199,33 +228,42 @@ def _sym_func(idx: ElfIndex, a: int, i: int, k: int) -> SymFunc:
             sym_start = starts[n]
             break
         n -= 1
-    function: str | None = None
-    inlined: tuple[InlinedCall, ...] = ()
-    narg: int | None = None
-    has_function = False
     if idx.line_source:
         node = fs_node[k] if k >= 0 else NONE
         if node != NONE:
-            has_function = True
-            names = idx.fn_names
-            function = names[idx.fn_name[node]]
-            if idx.fn_narg and idx.fn_narg[node] >= 0:
-                narg = idx.fn_narg[node]
-            chain = []
-            while idx.fn_inlined[node]:
-                parent = idx.fn_parent[node]
-                cf = idx.fn_call_file[node]
-                chain.append(InlinedCall(names[idx.fn_name[parent]] if parent != NONE else "??",
-                                         idx.files[cf] if cf >= 0 else None,
-                                         idx.fn_call_line[node]))
-                if parent == NONE:
-                    break
-                node = parent
-            inlined = tuple(chain)
+            memo = idx.node_memo()
+            info = memo.get(node)
+            if info is None:
+                info = memo[node] = _node_info(idx, node)
+            function, narg, inlined, root_name, root_entry = info
             if sym_name is None:
-                sym_name = names[idx.fn_name[node]]
-                sym_start = idx.fn_entry[node]
-    return sym_name, sym_start, function, narg, inlined, has_function
+                sym_name, sym_start = root_name, root_entry
+            return sym_name, sym_start, function, narg, inlined, True
+    return sym_name, sym_start, None, None, (), False
+
+
+NodeInfo = tuple[str, int | None, tuple[InlinedCall, ...], str, int]
+
+
+def _node_info(idx: ElfIndex, node: int) -> NodeInfo:
+    """What function node ``node`` says of its addresses: ``(function, narg, inlined_into,
+    outermost function name, its entry)``."""
+    names = idx.fn_names
+    function = names[idx.fn_name[node]]
+    narg = None
+    if idx.fn_narg and idx.fn_narg[node] >= 0:
+        narg = idx.fn_narg[node]
+    chain = []
+    while idx.fn_inlined[node]:
+        parent = idx.fn_parent[node]
+        cf = idx.fn_call_file[node]
+        chain.append(InlinedCall(names[idx.fn_name[parent]] if parent != NONE else "??",
+                                 idx.files[cf] if cf >= 0 else None,
+                                 idx.fn_call_line[node]))
+        if parent == NONE:
+            break
+        node = parent
+    return function, narg, tuple(chain), names[idx.fn_name[node]], idx.fn_entry[node]
 
 
 def _assemble(idx: ElfIndex, bias: int, sf: SymFunc, j: int) -> Common | None:
@@ -287,48 +325,50 @@ def symbolizer_for(specs: Iterable[str], use_cache: bool = True) -> Symbolizer:
     return sym
 
 
-def _locate_many(idx: ElfIndex, bias: int, addrs: list[int]) -> list[Location | None]:
-    """Sweep the distinct addresses, sorted, along the sorted columns.
+def _sweep(idx: ElfIndex, bias: int, addrs: list[int],
+           per_segment: Callable[[Common, int, int], Callable[[int, int], T]] | None
+           ) -> dict[int, T | None]:
+    """Sweep the distinct addresses, sorted, along the sorted columns: address ->
+    ``emit(address, offset)`` (None: nothing knows the address), where ``emit`` is
+    ``per_segment(common, address, linked address)`` of the address's segment; without
+    ``per_segment``, address -> its Location.
 
     Between two consecutive boundaries (a symbol's start or end, a line row, a function
-    segment) every field but address/offset is the same, so the sweep computes them once per
-    segment it enters and each address in it costs one comparison and one object; a repeated
-    address gets the same (immutable) Location object.
+    segment) every field but address/offset is the same, so the sweep computes them (and
+    ``per_segment``) once per segment it enters, and each address in it costs one comparison
+    and one ``emit`` call (or one Location).
     """
     sym_starts, sym_ends, ln_addrs, fs_starts, _fs_node = idx.columns()
     ns, nl, nf = len(sym_starts), len(ln_addrs), len(fs_starts)
     end_of_space = 1 << 64
     i = j = k = 0
-    hi = -1  # `common` holds for every address from the last recompute up to hi (excluded)
-    common: Common | None = None
+    hi = -1  # the segment's fields hold from the last recompute up to hi (excluded)
+    emit: Callable[[int, int], T | None] = _unknown
+    fields: dict[str, object] | None = None  # Location mode: the segment's Location fields
+    start = 0  # of the segment's function (offsets); 0 with an emit that ignores them
     new = object.__new__
-    found: dict[int, Location | None] = {}
+    found: dict[int, T | None] = {}
     sf_memo: dict[tuple[int, int], SymFunc] = {}
     for addr in sorted(set(addrs)):  # ascending: a segment, once left, never comes back
         a = addr - bias
-        if a >= hi:
+        if a >= hi:  # a new segment (negative addresses come first, while hi is -1)
             if a < 0:
                 found[addr] = None
                 continue
-            # short hops walk; long jumps (sparse addresses over big tables) bisect
-            n = i + 8
-            while i < ns and sym_starts[i] <= a:
+            # each column's row count up to `a` (bisect_right): a hop to the next row (dense
+            # addresses), else a bisection from there (sparse ones over big tables)
+            if i < ns and sym_starts[i] <= a:
                 i += 1
-                if i == n:
+                if i < ns and sym_starts[i] <= a:
                     i = bisect_right(sym_starts, a, i)
-                    break
-            n = j + 8
-            while j < nl and ln_addrs[j] <= a:
+            if j < nl and ln_addrs[j] <= a:
                 j += 1
-                if j == n:
+                if j < nl and ln_addrs[j] <= a:
                     j = bisect_right(ln_addrs, a, j)
-                    break
-            n = k + 8
-            while k < nf and fs_starts[k] <= a:
+            if k < nf and fs_starts[k] <= a:
                 k += 1
-                if k == n:
+                if k < nf and fs_starts[k] <= a:
                     k = bisect_right(fs_starts, a, k)
-                    break
             if i and a < sym_ends[i - 1]:  # inside symbol i - 1: its part is shared
                 sf = sf_memo.get((i, k))
                 if sf is None:
@@ -336,6 +376,16 @@ def _locate_many(idx: ElfIndex, bias: int, addrs: list[int]) -> list[Location | 
             else:
                 sf = _sym_func(idx, a, i - 1, k - 1)
             common = _assemble(idx, bias, sf, j - 1)
+            fields = None
+            if common is None:
+                emit, start = _unknown, 0
+            elif per_segment is None:  # Locations; no function start: offset 0 (in fields)
+                fields = common[0] if common[1] is not None else {**common[0], "offset": 0}
+                start = common[1] if common[1] is not None else 0
+            elif common[1] is None:
+                emit, start = _zero_offset(per_segment(common, addr, a)), 0
+            else:
+                emit, start = per_segment(common, addr, a), common[1]
             hi = sym_starts[i] if i < ns else end_of_space
             if j < nl and ln_addrs[j] < hi:
                 hi = ln_addrs[j]
@@ -347,17 +397,37 @@ def _locate_many(idx: ElfIndex, bias: int, addrs: list[int]) -> list[Location | 
                         hi = sym_ends[i - 1]
                 else:  # past the symbol's end (nested symbols, gaps): this address only
                     hi = a + 1
-        elif a < 0:
-            found[addr] = None
-            continue
-        if common is None:
-            found[addr] = None
-            continue
-        fields, start = common
-        obj = new(Location)
-        d = obj.__dict__
-        d.update(fields)
-        d["address"] = addr
-        d["offset"] = a - start if start is not None else 0
-        found[addr] = obj
+        if fields is None:
+            found[addr] = emit(addr, a - start)
+        else:  # a Location, made here: a call per address would cost a third more
+            obj = new(Location)
+            d = obj.__dict__
+            d["address"] = addr
+            d["offset"] = a - start
+            d.update(fields)
+            found[addr] = obj  # type: ignore[assignment]
+    return found
+
+
+def _unknown(_addr: int, _offset: int) -> None:
+    return None
+
+
+def _zero_offset(emit: Callable[[int, int], T]) -> Callable[[int, int], T]:
+    return lambda addr, _offset: emit(addr, 0)
+
+
+def _locate_many(idx: ElfIndex, bias: int, addrs: list[int]) -> list[Location | None]:
+    """``_locate`` of every address, by one :func:`_sweep`; a repeated address gets the same
+    (immutable) Location object."""
+    found: dict[int, Location | None] = _sweep(idx, bias, addrs, None)
     return list(map(found.__getitem__, addrs))
+
+
+def _map_segments(idx: ElfIndex, bias: int, addrs: list[int],
+                  per_segment: Callable[[Location], Callable[[int, int], T]]) -> list[T | None]:
+    """:meth:`Symbolizer.map_segments` for one ELF."""
+    def seg(common: Common, addr: int, a: int) -> Callable[[int, int], T]:
+        return per_segment(_make(common, addr, a))
+
+    return list(map(_sweep(idx, bias, addrs, seg).__getitem__, addrs))

@@ -16,8 +16,9 @@ from kdiag.errors import InputError
 from kdiag.symbols import Symbolizer, cache, elfindex, symbolizer
 from kdiag.symbols.elffile import ElfFile
 
-pytestmark = pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("addr2line") is None,
-                                reason="gcc/binutils not installed")
+pytestmark = [pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("addr2line") is None,
+                                 reason="gcc/binutils not installed"),
+              pytest.mark.usefixtures("private_cache")]  # each test: its own index cache
 
 SRC = r"""
 int g;
@@ -43,12 +44,6 @@ def elf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    d = tmp_path / "kcache"
-    monkeypatch.setenv("KDIAG_CACHE_DIR", str(d))
-    symbolizer._memory.clear()
-    return d
 
 
 def text_addrs(elf: Path) -> list[int]:
@@ -171,7 +166,7 @@ def test_cache_can_be_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cache.cache_dir() is None
     monkeypatch.delenv("KDIAG_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", "/somewhere")
-    assert cache.cache_dir() == Path("/somewhere/kdiag")
+    assert cache.cache_dir() == "/somewhere/kdiag"
 
 
 def test_rebuilt_elf_gets_a_new_key(elf: Path, tmp_path: Path) -> None:
