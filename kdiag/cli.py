@@ -1,7 +1,9 @@
 """The ``kdiag`` command line: one subcommand per module in ``kdiag.commands``.
 
 Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``
-(exit 0 success, 1 a diagnosed error in the input, 2 usage or unusable input). Errors derived from
+(exit 0 success, 1 a diagnosed error in the input, 2 usage or unusable input), and optionally
+``DESCRIPTION``: a string, or a function returning one when it is costly to build (it is then
+called only for that command's own parser, never for ``kdiag --help``). Errors derived from
 :class:`kdiag.errors.KdiagError` and ``OSError`` become one line on stderr, ``kdiag: error: ...``
 (exit 2 unless the error says otherwise); any other exception is a kdiag bug and still one line,
 ``kdiag: internal error: ...`` (exit 70, EX_SOFTWARE). ``--traceback`` shows the full story
@@ -97,7 +99,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     only = _chosen_command(argv) if argv is not None else None
     for mod in _command_modules(only):
-        p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
+        desc = getattr(mod, "DESCRIPTION", mod.HELP)
+        if callable(desc):  # costly to compute: only for the one command's own --help
+            desc = desc() if only is not None else mod.HELP
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=desc,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
                        help=argparse.SUPPRESS)
@@ -110,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kdiag`` console script. Returns the process exit code."""
     if argv is None:
         argv = sys.argv[1:]
+    if argv == ["--version"]:  # without importing every command module
+        print(f"kdiag {__version__}")
+        return 0
     args = _fast_args(argv)
     if args is None:
         parser = build_parser(argv)

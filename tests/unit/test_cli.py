@@ -53,3 +53,22 @@ def test_unwritable_project_dir_is_one_line(tmp_path: Path,
     assert cli.main(["ide", "vscode", "--project", str(missing)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("kdiag: error: ") and err.count("\n") == 1, err
+
+
+def test_version_and_top_level_help_stay_light() -> None:
+    """`kdiag --version` imports no command; `kdiag --help` lists every command without loading
+    the shell's prompt_toolkit (its long description is built only for `kdiag shell --help`)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, contextlib, io; from kdiag import cli\n"
+             "with contextlib.redirect_stdout(io.StringIO()) as out: rc = cli.main({argv!r})\n"
+             "print(rc, {mod!r} in sys.modules, 'shell' in out.getvalue())")
+    for argv, mod, listed in ((["--version"], "kdiag.commands.triage", False),
+                              (["--help"], "prompt_toolkit", True)):
+        r = subprocess.run([sys.executable, "-c", probe.format(argv=argv, mod=mod)],
+                           capture_output=True, text=True, check=True)
+        assert r.stdout.split() == ["0", "False", str(listed)], (argv, r.stdout, r.stderr)
+    r = subprocess.run([sys.executable, "-m", "kdiag", "shell", "--help"], capture_output=True,
+                       text=True, check=True)
+    assert "What a line means" in r.stdout  # the shell's own manual, built on demand
