@@ -384,3 +384,13 @@ def test_state_equals_gdbs_own_registers(env: Env) -> None:
     out = env.gdb.console(script)
     line = next(x for x in out.splitlines() if x.startswith("STATE"))
     assert json.loads(line[5:]) == {}
+
+
+def test_memsave_file_is_private_and_emptied_after_each_read(env: Env) -> None:
+    """QEMU's memsave file is kept between reads (cheaper than creating one each time), in the
+    0700 directory, and emptied after every read: no guest bytes linger on disk."""
+    out = env.gdb.console(
+        "python import os, gdb, gdbext.target as t; t.forget(); "
+        "gdb.execute('kd idt', to_string=True); p = t._FILES.get('file'); "
+        "print('MEMFILE', os.path.getsize(p), oct(os.stat(os.path.dirname(p)).st_mode & 0o777))")
+    assert "MEMFILE 0 0o700" in out
