@@ -222,24 +222,24 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="kdiag-bench-"))
     ready64 = r"\[kernel\] ready"
 
-    if args.only in (None, "ref64"):
-        elf = build_ptkern("B64", tmp)
-        run_machine("ref64", lambda: boot(L.QemuConfig(kernel="i386", elf=elf, scenario="b64",
-                                                       log_items="", build=False,
-                                                       gdb_port=None if args.no_gdb else 0),
-                                          "ready"),
-                    lambda vm: results.__setitem__("ref64", measure(
-                        "64-bit, 5 tables", vm, args.runs, None, not args.no_gdb,
-                        ("reference 25.6 ms", REF_64_5TABLES))))
-    if args.only in (None, "ref32"):
-        elf = build_ptkern("B32", tmp)
-        run_machine("ref32", lambda: boot(L.QemuConfig(kernel="i386", elf=elf, scenario="b32",
-                                                       log_items="", build=False,
-                                                       gdb_port=None if args.no_gdb else 0),
-                                          "ready"),
-                    lambda vm: results.__setitem__("ref32", measure(
-                        "32-bit, 65 tables, 65536 pages", vm, args.runs, None, not args.no_gdb,
-                        ("reference 360 ms", REF_32_65TABLES))))
+    for key, scen, label, anchor in (
+            ("ref64", "b64", "64-bit, 5 tables", ("reference 25.6 ms", REF_64_5TABLES)),
+            ("ref32", "b32", "32-bit, 65 tables, 65536 pages",
+             ("reference 360 ms", REF_32_65TABLES))):
+        if args.only not in (None, key):
+            continue
+        elf = build_ptkern(scen.upper(), tmp)
+        ref_cfg = L.QemuConfig(kernel="i386", elf=elf, scenario=scen, log_items="", build=False,
+                               gdb_port=None if args.no_gdb else 0)
+
+        def make_ref(cfg: L.QemuConfig = ref_cfg) -> L.QemuInstance:
+            return boot(cfg, "ready")
+
+        def measure_ref(vm: L.QemuInstance, key: str = key, label: str = label,
+                        anchor: tuple[str, float] = anchor) -> None:
+            results[key] = measure(label, vm, args.runs, None, not args.no_gdb, anchor)
+
+        run_machine(key, make_ref, measure_ref)
     for scen in ("healthy", "pt-stress"):
         key = "healthy" if scen == "healthy" else "stress"
         if args.only not in (None, key):

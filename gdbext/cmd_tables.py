@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from gdbext.common import Context, KdCommand, int_arg
+from kdiag.commands._machine import add_range, selected
 from kdiag.errors import KdiagError, MsrUnavailable
 from kdiag.machine.tables import prefetch_tables, read_tss, stack_probe_ranges, table_ranges
 from kdiag.render import reports
@@ -17,19 +18,6 @@ def _prefetch(target: Any, which: tuple[str, ...]) -> None:
         prefetch_tables(target, target.state(), which)
     except KdiagError:
         pass  # the report's own reads raise the real error
-
-
-def _range(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("first", nargs="?", type=int_arg, metavar="FIRST",
-                        help=f"show only this {what} (or FIRST..LAST)")
-    parser.add_argument("last", nargs="?", type=int_arg, metavar="LAST",
-                        help=f"last {what} of the range, inclusive")
-
-
-def _selected(args: argparse.Namespace) -> tuple[int, int] | None:
-    if args.first is None:
-        return None
-    return (args.first, args.first if args.last is None else args.last)
 
 
 class KdGdt(KdCommand):
@@ -66,7 +54,7 @@ Examples:
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--star", action="store_true",
                             help="read IA32_STAR/LSTAR by rdmsr injection and check them")
-        _range(parser, "selector")
+        add_range(parser, "selector", int_arg)
 
     def run(self, args: argparse.Namespace, ctx: Context) -> Any:
         t = ctx.target()
@@ -80,7 +68,7 @@ Examples:
                 if isinstance(read, str):
                     raise MsrUnavailable(f"--star: {read}", msr=index)
                 msrs[index] = read.value
-        report = reports.gdt_report(t, verbose=args.verbose, select=_selected(args), msrs=msrs)
+        report = reports.gdt_report(t, verbose=args.verbose, select=selected(args), msrs=msrs)
         if args.star and t.msr_method:
             report.text += f"\n(IA32_STAR/LSTAR {t.msr_method})"
             report.doc["msr_method"] = t.msr_method
@@ -118,11 +106,11 @@ Examples:
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--all", action="store_true", help="list empty gates one by one")
-        _range(parser, "vector")
+        add_range(parser, "vector", int_arg)
 
     def run(self, args: argparse.Namespace, ctx: Context) -> Any:
         _prefetch(ctx.target(), ("gdt", "idt", "tss"))  # the gates are checked against both
-        return reports.idt_report(ctx.target(), verbose=args.verbose, select=_selected(args),
+        return reports.idt_report(ctx.target(), verbose=args.verbose, select=selected(args),
                                   symbolize=ctx.symbolize, show_all=args.all)
 
 

@@ -224,6 +224,19 @@ class MsrRead:
     method: str
 
 
+def _gdb_registers(names: Iterable[str]) -> dict[str, int]:
+    """gdb's (cached) values of ``names`` in the newest frame, as unsigned 64-bit integers;
+    a register this architecture lacks is left out. No packet after a stop."""
+    frame = gdb.newest_frame()
+    out: dict[str, int] = {}
+    for name in names:
+        try:
+            out[name] = int(frame.read_register(name)) & (2**64 - 1)
+        except (ValueError, gdb.error):
+            continue
+    return out
+
+
 class GdbTarget:
     """A Target for the gdb-selected CPU of a QEMU attached over the gdbstub.
 
@@ -327,14 +340,7 @@ class GdbTarget:
     def registers(self) -> dict[str, int]:
         """gdb's (cached) integer registers of the newest frame; no packet after a stop."""
         if self._regs is None:
-            frame = gdb.newest_frame()
-            out: dict[str, int] = {}
-            for name in INT_REGS:
-                try:
-                    out[name] = int(frame.read_register(name)) & (2**64 - 1)
-                except (ValueError, gdb.error):
-                    continue
-            self._regs = out
+            self._regs = _gdb_registers(INT_REGS)
         return self._regs
 
     def dumped_state(self) -> CpuState:
@@ -356,13 +362,7 @@ class GdbTarget:
         if self._state is not None:
             return self._state
         dumped = self.dumped_state()
-        frame = gdb.newest_frame()
-        extra: dict[str, int] = {}
-        for name in ("cr8", "k_gs_base"):
-            try:
-                extra[name] = int(frame.read_register(name)) & (2**64 - 1)
-            except (ValueError, gdb.error):
-                continue
+        extra = _gdb_registers(("cr8", "k_gs_base"))
         st = replace(dumped, cr8=extra.get("cr8", dumped.cr8),
                      kernel_gs_base=extra.get("k_gs_base", dumped.kernel_gs_base),
                      cpu_index=self.cpu_index)

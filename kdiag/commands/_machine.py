@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from bisect import bisect_right
+from collections.abc import Callable
 
 from kdiag.commands._target import add_target_arguments, parse_int
 from kdiag.render.findings import Symbolizer
@@ -28,10 +29,12 @@ def add_common(parser: argparse.ArgumentParser, elf: bool = True) -> None:
                             help="symbolize addresses with this ELF (repeatable)")
 
 
-def add_range(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("first", nargs="?", type=parse_int, metavar="FIRST",
+def add_range(parser: argparse.ArgumentParser, what: str,
+              number: Callable[[str], int] = parse_int) -> None:
+    """Optional FIRST [LAST] positionals (``kd`` passes a parser of gdb expressions)."""
+    parser.add_argument("first", nargs="?", type=number, metavar="FIRST",
                         help=f"show only this {what} (or the range FIRST..LAST)")
-    parser.add_argument("last", nargs="?", type=parse_int, metavar="LAST",
+    parser.add_argument("last", nargs="?", type=number, metavar="LAST",
                         help=f"last {what} of the range (inclusive)")
 
 

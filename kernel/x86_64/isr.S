@@ -41,21 +41,7 @@ isr_common:
 	testb $3, 24(%rsp)            /* CS of the interrupted code (vector, error, rip, cs) */
 	jz 1f
 	swapgs
-1:	push %rax
-	push %rbx
-	push %rcx
-	push %rdx
-	push %rsi
-	push %rdi
-	push %rbp
-	push %r8
-	push %r9
-	push %r10
-	push %r11
-	push %r12
-	push %r13
-	push %r14
-	push %r15
+1:	TRAPFRAME_PUSH_GPRS
 	pushq TF_RIP(%rsp)            /* frame record: return address = interrupted RIP */
 	push %rbp
 	mov %rsp, %rbp
@@ -64,21 +50,7 @@ isr_common:
 	cld
 	call trap_dispatch
 	add $16, %rsp
-	pop %r15
-	pop %r14
-	pop %r13
-	pop %r12
-	pop %r11
-	pop %r10
-	pop %r9
-	pop %r8
-	pop %rbp
-	pop %rdi
-	pop %rsi
-	pop %rdx
-	pop %rcx
-	pop %rbx
-	pop %rax
+	TRAPFRAME_POP_GPRS
 	testb $3, 24(%rsp)
 	jz 2f
 	swapgs

@@ -47,6 +47,44 @@
 	.cfi_escape 0x0f, 0x04, 0x76, 0xb0, 0x01, 0x06;                 \
 	.cfi_escape 0x10, 0x10, 0x03, 0x76, 0x98, 0x01;                 \
 	.cfi_escape 0x10, 0x06, 0x03, 0x76, 0xd0, 0x00
+
+/* The general registers of struct trapframe, in its order (RAX pushed first, R15 last at
+ * the lowest address), saved and restored the same way by every entry stub. */
+.macro TRAPFRAME_PUSH_GPRS
+	push %rax
+	push %rbx
+	push %rcx
+	push %rdx
+	push %rsi
+	push %rdi
+	push %rbp
+	push %r8
+	push %r9
+	push %r10
+	push %r11
+	push %r12
+	push %r13
+	push %r14
+	push %r15
+.endm
+
+.macro TRAPFRAME_POP_GPRS
+	pop %r15
+	pop %r14
+	pop %r13
+	pop %r12
+	pop %r11
+	pop %r10
+	pop %r9
+	pop %r8
+	pop %rbp
+	pop %rdi
+	pop %rsi
+	pop %rdx
+	pop %rcx
+	pop %rbx
+	pop %rax
+.endm
 #endif
 
 #ifndef __ASSEMBLER__

@@ -31,21 +31,7 @@ syscall_entry:
 	push %rcx                     /* RIP */
 	pushq $0                      /* error code */
 	pushq $T_SYSCALL_INSN         /* vector */
-	push %rax
-	push %rbx
-	push %rcx
-	push %rdx
-	push %rsi
-	push %rdi
-	push %rbp
-	push %r8
-	push %r9
-	push %r10
-	push %r11
-	push %r12
-	push %r13
-	push %r14
-	push %r15
+	TRAPFRAME_PUSH_GPRS
 	pushq TF_RIP(%rsp)            /* frame record for backtraces */
 	push %rbp
 	mov %rsp, %rbp
@@ -53,21 +39,7 @@ syscall_entry:
 	lea 16(%rsp), %rdi
 	call syscall_dispatch
 	add $16, %rsp
-	pop %r15
-	pop %r14
-	pop %r13
-	pop %r12
-	pop %r11
-	pop %r10
-	pop %r9
-	pop %r8
-	pop %rbp
-	pop %rdi
-	pop %rsi
-	pop %rdx
-	pop %rcx
-	pop %rbx
-	pop %rax
+	TRAPFRAME_POP_GPRS
 	add $16, %rsp                 /* vector, error code */
 	pop %rcx                      /* RIP for SYSRET */
 	add $8, %rsp                  /* CS */
