@@ -394,3 +394,22 @@ def test_memsave_file_is_private_and_emptied_after_each_read(env: Env) -> None:
         "gdb.execute('kd idt', to_string=True); p = t._FILES.get('file'); "
         "print('MEMFILE', os.path.getsize(p), oct(os.stat(os.path.dirname(p)).st_mode & 0o777))")
     assert "MEMFILE 0 0o700" in out
+
+
+def test_memsave_survives_its_file_or_directory_being_removed(env: Env) -> None:
+    """The memsave file is held open between reads. When a temp cleaner deletes the file (QEMU
+    then creates a new one) or the whole private directory (QEMU cannot write: that read falls
+    back to packets), `kd idt` still prints the same table, and the next read uses a fresh
+    private file again."""
+    want = env.gdb.console("kd idt")
+    snippet = (
+        "python import os, shutil, gdb, gdbext.target as t; t.forget(); "
+        "gdb.execute('kd idt', to_string=True); p = t._FILES['file']; {remove}; t.forget(); "
+        "print('OUT1', gdb.execute('kd idt', to_string=True) == {want!r}); t.forget(); "
+        "print('OUT2', gdb.execute('kd idt', to_string=True) == {want!r}); "
+        "q = t._FILES['file']; print('FILE', os.path.getsize(q), "
+        "oct(os.stat(os.path.dirname(q)).st_mode & 0o777), os.stat(q).st_nlink)")
+    for remove in ("os.unlink(p)", "shutil.rmtree(os.path.dirname(p))"):
+        out = env.gdb.console(snippet.format(remove=remove, want=want))
+        assert "OUT1 True" in out and "OUT2 True" in out, (remove, out)
+        assert "FILE 0 0o700 1" in out, (remove, out)

@@ -129,3 +129,53 @@ def test_halted_for_good_needs_every_cpu_in_hlt_with_if_clear() -> None:
     assert not halted_for_good(cpu.format(rfl="00000002", hlt=1) + cpu.format(rfl="00000002", hlt=0))
     assert halted_for_good("EIP=f0100000 EFL=00000046 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1\n")
     assert not halted_for_good("no register dump here")
+
+
+def _variants() -> list[tuple[str, str]]:
+    """Every golden dump as QEMU prints it, with CRLF line ends (the monitor's), and with the
+    CPU#n line of ``info registers -a``."""
+    out = []
+    for path in sorted(DUMPS.glob("*.txt")):
+        text = path.read_bytes().decode()
+        lf = text.replace("\r\n", "\n")
+        out += [(path.name, lf), (path.name + " crlf", lf.replace("\n", "\r\n")),
+                (path.name + " cpu#1", "CPU#1\n" + lf.split("CPU#0\n", 1)[-1])]
+    return out
+
+
+@pytest.mark.parametrize(("name", "text"), _variants(), ids=[n for n, _ in _variants()])
+def test_one_match_parse_equals_the_line_parser(name: str, text: str) -> None:
+    """The one-regex parse of QEMU's exact layout (the gdb ``kd`` commands' path) takes every
+    real dump, and gives the state the line-by-line parser gives."""
+    from kdiag.qemulog.regdump import _parse_exact
+
+    cut = text.find("\nFCW=")
+    head = text[:cut] if cut >= 0 else text
+    fast = _parse_exact(head)
+    assert fast is not None, name
+    assert fast == parse_dump(head).to_state()
+    assert parse_register_dump(text) == fast
+
+
+def test_hmp_long_mode_dump_from_gdb_monitor() -> None:
+    """A 64-bit ``monitor info registers`` as gdb returns it (CRLF, FPU/XMM block)."""
+    st = parse_register_dump((DUMPS / "hmp_long_mode_crlf.txt").read_bytes().decode())
+    assert st.mode is CpuMode.LONG and st.cpu_index == 0 and st.cpl == 0
+    assert st.idtr == TableRegister(0xFFFFFFFF80023000, 0xFFF)
+    assert st.tr is not None and st.tr.selector == 0x28 and st.tr.base == 0xFFFFFFFF800090A0
+    assert st.efer == 0xD01 and st.gpr["r11"] == 0x246
+
+
+@pytest.mark.parametrize("edit", [
+    lambda t: t.replace("LDT=", "LDX="),                     # a line QEMU never prints
+    lambda t: t.replace("EFER=", "XMM99=0\nEFER="),          # an extra line
+    lambda t: t.replace(" HLT=0", " HLT=0 EXTRA=1"),          # a field QEMU 7.2 lacks
+    lambda t: t.replace(" CR4=", " CR4 ="),                   # a different spelling
+])
+def test_other_layouts_take_the_line_parser(edit: object) -> None:
+    from kdiag.qemulog.regdump import _parse_exact
+
+    text = edit(_read("int64_tf64.txt"))  # type: ignore[operator]
+    assert _parse_exact(text) is None
+    st = parse_register_dump(text)  # still parsed, leniently
+    assert st == parse_dump(text).to_state()
