@@ -139,13 +139,15 @@ Examples:
 
     def run(self, args: argparse.Namespace, ctx: Context) -> Any:
         t = ctx.target()
+        view = None
         try:  # the TSS, then in one go the IDT (which vectors use each IST) and the pages
             st = t.state()  # below the stack tops (nearby ones merge into one read)
             prefetch_tables(t, st, ("tss",))
-            t.prefetch_virt(table_ranges(st, ("idt",)) + stack_probe_ranges(read_tss(t, st)))
+            view = read_tss(t, st)
+            t.prefetch_virt(table_ranges(st, ("idt",)) + stack_probe_ranges(view))
         except KdiagError:
             pass  # the report's own reads raise the real error
-        return reports.tss_report(t, verbose=args.verbose, symbolize=ctx.symbolize)
+        return reports.tss_report(t, verbose=args.verbose, symbolize=ctx.symbolize, view=view)
 
 
 def register() -> None:

@@ -121,11 +121,12 @@ def idt_report(target: Target, *, verbose: bool = False, select: Range = None,
                   lambda: tables.idt_to_json(idt, findings, symbolize, select), findings)
 
 
-def tss_report(target: Target, *, verbose: bool = False,
-               symbolize: Symbolizer | None = None) -> Report:
-    """``kd tss``: the current TSS (from TR's cache), which vectors use each IST slot."""
+def tss_report(target: Target, *, verbose: bool = False, symbolize: Symbolizer | None = None,
+               view: TssView | None = None) -> Report:
+    """``kd tss``: the current TSS (from TR's cache), which vectors use each IST slot.
+    ``view``: the TSS the caller already read from ``target`` at this state (not read again)."""
     st = target.state()
-    view = read_tss(target, st)
+    view = view or read_tss(target, st)
     findings = run_checks(CheckContext(st, target, tss=view), ["tss"])
     users = _ist_users(target, st)
 
