@@ -66,9 +66,9 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import gdb  # type: ignore[import-not-found]
 
@@ -84,6 +84,8 @@ from kdiag.errors import (
 from kdiag.qemulog.regdump import parse_register_dump
 from kdiag.x86.msr import Msr, msr_name
 from kdiag.x86.state import CpuState
+
+T = TypeVar("T")
 
 GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12",
         "r13", "r14", "r15")
@@ -143,6 +145,15 @@ class _StopCache:
         inf = gdb.selected_inferior()
         conn = getattr(inf, "connection_num", None)
         return (inf.num, inf.pid, conn, *parts)
+
+    def remember(self, name: str, kind: type[T], compute: Callable[[], T]) -> T:
+        """The value cached under ``name`` at this stop (of type ``kind``), else
+        ``compute()``, cached until the guest next runs."""
+        key = self.key(name)
+        value = self.values.get(key)
+        if not isinstance(value, kind):
+            value = self.values[key] = compute()
+        return value
 
 
 STOP_CACHE = _StopCache()
@@ -542,18 +553,15 @@ class GdbTarget:
     def _phys_mode_now(self) -> bool:
         """The user's PhyMemMode (kdiag restores it after each switch), asked once per stop."""
         if self._user_phys_mode is None:
-            key = STOP_CACHE.key("phys-mode")
-            cached = STOP_CACHE.values.get(key)
-            if isinstance(cached, bool):
-                self._user_phys_mode = cached
-            else:
+            def ask() -> bool:
                 try:
-                    self._user_phys_mode = self.packet("qqemu.PhyMemMode").strip() == "1"
+                    return self.packet("qqemu.PhyMemMode").strip() == "1"
                 except TargetGone:
                     raise
                 except TargetError:
-                    self._user_phys_mode = False
-                STOP_CACHE.values[key] = self._user_phys_mode
+                    return False
+
+            self._user_phys_mode = STOP_CACHE.remember("phys-mode", bool, ask)
         return self._user_phys_mode
 
     def _mode_now(self) -> bool:
@@ -619,20 +627,17 @@ class GdbTarget:
         """QEMU's flat memory map (``monitor info mtree -f``), read once per stop; empty when
         it cannot be parsed (then reads are not checked against it)."""
         if self._ram is None:
-            key = STOP_CACHE.key("mtree")
-            cached = STOP_CACHE.values.get(key)
-            if isinstance(cached, list):
-                self._ram = cached
-            else:
+            def read() -> list[object]:
                 try:
                     from qmp_tools.target import parse_mtree_flat
 
-                    self._ram = list(parse_mtree_flat(self.monitor("info mtree -f")))
+                    return list(parse_mtree_flat(self.monitor("info mtree -f")))
                 except TargetGone:
                     raise
                 except Exception:  # no parser or odd output: no check rather than a false error
-                    self._ram = []
-                STOP_CACHE.values[key] = self._ram
+                    return []
+
+            self._ram = STOP_CACHE.remember("mtree", list, read)
         return self._ram
 
     # -- QEMU's file dumps (memsave/pmemsave) ---------------------------------------------------
@@ -880,11 +885,7 @@ def refusal(target: GdbTarget, index: int, force: bool) -> str | None:
     if st.halted and not st.rflags & (1 << 9):
         return ("the CPU is halted (HLT) with interrupts disabled (IF=0): nothing would wake it "
                 "to execute the injected instruction")
-    skey = STOP_CACHE.key("sstep")
-    sstep = STOP_CACHE.values.get(skey)
-    if not isinstance(sstep, str):
-        sstep = target.packet("qqemu.sstep").strip()
-        STOP_CACHE.values[skey] = sstep
+    sstep = STOP_CACHE.remember("sstep", str, lambda: target.packet("qqemu.sstep").strip())
     with contextlib.suppress(ValueError):
         if not int(sstep.removeprefix("sstep="), 16) & 0x2:
             return (f"QEMU's single-step flags ({sstep}) let interrupts in during a step; "
