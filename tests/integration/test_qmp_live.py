@@ -243,9 +243,23 @@ def test_shell_completes_and_runs_commands(env: Env, tmp_path: Path) -> None:
             while shell.prompt_session is None or not shell.prompt_session.app.is_running:
                 time.sleep(0.005)
 
+        def wait_history() -> None:
+            # prompt_toolkit reloads the history for every prompt in a background task that
+            # the first repaint starts: an Up arrow typed before it is done finds no history.
+            deadline = time.monotonic() + 30
+            assert shell.prompt_session is not None
+            buf = shell.prompt_session.default_buffer
+            while time.monotonic() < deadline:
+                task = getattr(buf, "_load_history_task", None)
+                if task is not None and task.done():
+                    return
+                time.sleep(0.005)
+
         def feed() -> None:
             for typed, expect, end in steps:
                 wait_prompt()
+                if typed.startswith("\x1b[A"):
+                    wait_history()
                 inp.send_text(typed)
                 if expect is not None:
                     deadline = time.monotonic() + 30
